@@ -1,0 +1,365 @@
+//! The virtio-mem device's dynamic state (plug bitmap, plugged, requested and usable size) and
+//! its answers to the guest's requests, in QEMU's check order (hw/virtio/virtio-mem.c).
+
+use bitvec::prelude::{BitVec, Lsb0};
+
+use crate::config::{Realized, USABLE_EXTENT};
+use crate::error::ModelError;
+use crate::host::{HostMemory, RamBlockId};
+use crate::request::{BlockState, Request, Response};
+use crate::units::{BlockCount, BlockIndex, Bytes, Gpa};
+use crate::variant::Variant;
+
+/// The bitmap type: bit set = block plugged, as in `VirtIOMEM.bitmap`.
+pub type Bitmap = BitVec<u64, Lsb0>;
+
+/// One virtio-mem device of one QEMU process.
+#[derive(Clone, Debug)]
+pub struct VirtioMem {
+    realized: Realized,
+    ram_block: RamBlockId,
+    bitmap: Bitmap,
+    size: Bytes,
+    requested_size: Bytes,
+    usable_region_size: Bytes,
+    /// `static bool warned` in `virtio_mem_set_block_state`: warn once per process.
+    warned_prealloc: bool,
+    warnings: Vec<String>,
+    variant: Variant,
+}
+
+/// A maximal run of blocks in one state.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub struct BlockRun {
+    pub first: BlockIndex,
+    pub count: BlockCount,
+}
+
+impl VirtioMem {
+    /// A freshly realized device: nothing plugged (`bitmap_new`), usable region from the
+    /// requested size (`virtio_mem_resize_usable_region(.., true)` in realize).
+    pub fn new(realized: Realized, ram_block: RamBlockId, variant: Variant) -> VirtioMem {
+        let nblocks = realized.config.region_size.blocks(realized.block_size).0;
+        let nblocks = usize::try_from(nblocks).expect("realize bounds the bitmap to i32");
+        let requested = realized.config.requested_size;
+        let mut dev = VirtioMem {
+            realized,
+            ram_block,
+            bitmap: BitVec::repeat(false, nblocks),
+            size: Bytes::ZERO,
+            requested_size: requested,
+            usable_region_size: Bytes::ZERO,
+            warned_prealloc: false,
+            warnings: Vec::new(),
+            variant,
+        };
+        dev.resize_usable_region(requested, true);
+        dev
+    }
+
+    pub fn id(&self) -> &str {
+        &self.realized.config.id
+    }
+    pub fn pci(&self) -> &str {
+        &self.realized.config.pci
+    }
+    pub fn ram_block(&self) -> RamBlockId {
+        self.ram_block
+    }
+    pub fn addr(&self) -> Gpa {
+        self.realized.config.memaddr
+    }
+    pub fn region_size(&self) -> Bytes {
+        self.realized.config.region_size
+    }
+    pub fn block_size(&self) -> Bytes {
+        self.realized.block_size
+    }
+    pub fn node(&self) -> u32 {
+        self.realized.config.node
+    }
+    pub fn prealloc(&self) -> bool {
+        self.realized.config.prealloc
+    }
+    pub fn early_migration(&self) -> bool {
+        self.realized.early_migration && self.variant != Variant::Pre80
+    }
+    pub fn size(&self) -> Bytes {
+        self.size
+    }
+    pub fn requested_size(&self) -> Bytes {
+        self.requested_size
+    }
+    pub fn usable_region_size(&self) -> Bytes {
+        self.usable_region_size
+    }
+    pub fn bitmap(&self) -> &Bitmap {
+        &self.bitmap
+    }
+    pub fn config(&self) -> &Realized {
+        &self.realized
+    }
+
+    /// Warnings printed since the last call (`warn_report`).
+    pub fn take_warnings(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.warnings)
+    }
+
+    /// The migration idstr of the early section.
+    pub fn early_idstr(&self) -> String {
+        format!("{}/virtio-mem-device-early", self.pci())
+    }
+
+    /// The migration idstr of the device's main (late) section.
+    pub fn late_idstr(&self) -> String {
+        format!("{}/virtio-mem", self.pci())
+    }
+
+    /// Maximal runs of plugged blocks (`virtio_mem_for_each_plugged_range`).
+    pub fn plugged_runs(&self) -> Vec<BlockRun> {
+        runs(&self.bitmap, true)
+    }
+
+    /// Maximal runs of unplugged blocks (`virtio_mem_for_each_unplugged_range`).
+    pub fn unplugged_runs(&self) -> Vec<BlockRun> {
+        runs(&self.bitmap, false)
+    }
+
+    /// The byte range of a run within the RAM block.
+    pub fn run_bytes(&self, run: BlockRun) -> (Bytes, Bytes) {
+        let bs = self.block_size();
+        (run.first.offset(bs).expect("run inside region"), run.count.bytes(bs).expect("run inside region"))
+    }
+
+    /// The invariant QEMU maintains but never checks: plugged size == popcount × block size.
+    pub fn check_invariant(&self) -> Result<(), String> {
+        let want = BlockCount(self.bitmap.count_ones() as u64).bytes(self.block_size());
+        if want == Some(self.size) {
+            Ok(())
+        } else {
+            Err(format!(
+                "{}: plugged size {} but {} blocks of {} are set in the bitmap",
+                self.id(),
+                self.size,
+                self.bitmap.count_ones(),
+                self.block_size()
+            ))
+        }
+    }
+
+    fn assert_invariant(&self) {
+        if self.variant != Variant::NoRollback {
+            if let Err(e) = self.check_invariant() {
+                panic!("invariant broken: {e}");
+            }
+        }
+    }
+
+    /// `virtio_mem_resize_usable_region`.
+    fn resize_usable_region(&mut self, requested: Bytes, can_shrink: bool) {
+        let bs = self.block_size();
+        let grown = requested.checked_add(USABLE_EXTENT).unwrap_or(Bytes(u64::MAX));
+        let mut newsize = self.region_size().min(grown).align_up(bs).expect("region is block aligned");
+        if requested.is_zero() {
+            newsize = Bytes::ZERO;
+        }
+        if newsize < self.usable_region_size && !can_shrink {
+            return;
+        }
+        self.usable_region_size = newsize;
+    }
+
+    /// `virtio_mem_valid_range`.
+    fn valid_range(&self, gpa: Gpa, size: Bytes) -> bool {
+        if !Bytes(gpa.0).is_multiple_of(self.block_size()) {
+            return false;
+        }
+        let Some(end) = gpa.checked_add(size) else { return false };
+        if size.is_zero() {
+            return false;
+        }
+        let usable_end = self.addr().checked_add(self.usable_region_size).expect("realize checked the region");
+        gpa >= self.addr() && gpa < usable_end && end <= usable_end
+    }
+
+    fn block_span(&self, gpa: Gpa, size: Bytes) -> std::ops::Range<usize> {
+        let bs = self.block_size();
+        let first = gpa.offset_from(self.addr()).expect("valid range").blocks(bs).0 as usize;
+        first..first + size.blocks(bs).0 as usize
+    }
+
+    /// `virtio_mem_is_range_plugged` / `virtio_mem_is_range_unplugged`.
+    fn range_all(&self, gpa: Gpa, size: Bytes, plugged: bool) -> bool {
+        let span = self.block_span(gpa, size);
+        let bits = &self.bitmap[span];
+        if plugged {
+            bits.all()
+        } else {
+            bits.not_any()
+        }
+    }
+
+    /// `virtio_mem_handle_request`: one request, one response. `busy` is
+    /// `virtio_mem_is_busy()`: an outgoing migration runs, or incoming postcopy is in
+    /// [DISCARD, END).
+    pub fn handle(&mut self, req: Request, host: &mut dyn HostMemory, busy: bool) -> Response {
+        let resp = match req {
+            Request::Plug { addr, nb_blocks } => self.state_change_request(addr, nb_blocks, true, host, busy),
+            Request::Unplug { addr, nb_blocks } => self.state_change_request(addr, nb_blocks, false, host, busy),
+            Request::UnplugAll => match self.unplug_all(host, busy) {
+                Ok(()) => Response::Ack,
+                Err(()) => Response::Busy,
+            },
+            Request::State { addr, nb_blocks } => self.state_request(addr, nb_blocks),
+        };
+        self.assert_invariant();
+        resp
+    }
+
+    /// `virtio_mem_state_change_request`: ERROR (range), NACK (beyond requested, plug only),
+    /// ERROR (not all in the opposite state), BUSY (`virtio_mem_set_block_state` failed), ACK.
+    fn state_change_request(&mut self, gpa: Gpa, nb_blocks: u16, plug: bool, host: &mut dyn HostMemory, busy: bool) -> Response {
+        let Some(size) = BlockCount(nb_blocks as u64).bytes(self.block_size()) else {
+            return Response::Error;
+        };
+        if !self.valid_range(gpa, size) {
+            return Response::Error;
+        }
+        if plug && self.size.checked_add(size).is_none_or(|s| s > self.requested_size) {
+            return Response::Nack;
+        }
+        if !self.range_all(gpa, size, !plug) {
+            return Response::Error;
+        }
+        if self.set_block_state(gpa, size, plug, host, busy).is_err() {
+            return Response::Busy;
+        }
+        self.size = if plug {
+            self.size.checked_add(size).expect("checked against requested size")
+        } else {
+            self.size.checked_sub(size).expect("unplugged blocks were plugged")
+        };
+        Response::Ack
+    }
+
+    /// `virtio_mem_set_block_state`: busy → EBUSY; unplug discards; plug preallocates when
+    /// `prealloc`, and on failure discards the range again (the rollback) before EBUSY.
+    fn set_block_state(&mut self, gpa: Gpa, size: Bytes, plug: bool, host: &mut dyn HostMemory, busy: bool) -> Result<(), ()> {
+        if busy && self.variant != Variant::PlugDuringMigration {
+            return Err(());
+        }
+        let offset = gpa.offset_from(self.addr()).expect("valid range");
+        let span = self.block_span(gpa, size);
+        if !plug {
+            host.discard(self.ram_block, offset, size).map_err(|_| ())?;
+            self.bitmap[span].fill(false);
+            return Ok(());
+        }
+        if self.prealloc() {
+            if let Err(e) = host.populate(self.ram_block, offset, size) {
+                if !self.warned_prealloc {
+                    self.warnings.push(format!("warning: qemu_prealloc_mem: preallocating memory failed: {}", e.errno));
+                    self.warned_prealloc = true;
+                }
+                if self.variant == Variant::NoRollback {
+                    // The bitmap is updated before the failing step and nothing is undone.
+                    self.bitmap[span].fill(true);
+                    return Err(());
+                }
+                let _ = host.discard(self.ram_block, offset, size);
+                return Err(());
+            }
+        }
+        self.bitmap[span].fill(true);
+        Ok(())
+    }
+
+    /// `virtio_mem_unplug_all` (QEMU 8.1+, 836f657b6a): with nothing plugged only the usable
+    /// region is recomputed, even while busy.
+    fn unplug_all(&mut self, host: &mut dyn HostMemory, busy: bool) -> Result<(), ()> {
+        if !self.size.is_zero() {
+            if busy && self.variant != Variant::PlugDuringMigration {
+                return Err(());
+            }
+            host.discard(self.ram_block, Bytes::ZERO, self.region_size()).map_err(|_| ())?;
+            self.bitmap.fill(false);
+            self.size = Bytes::ZERO;
+        }
+        self.resize_usable_region(self.requested_size, true);
+        Ok(())
+    }
+
+    /// `virtio_mem_state_request`: ERROR for a bad range, else ACK with the state; never BUSY.
+    fn state_request(&self, gpa: Gpa, nb_blocks: u16) -> Response {
+        let Some(size) = BlockCount(nb_blocks as u64).bytes(self.block_size()) else {
+            return Response::Error;
+        };
+        if !self.valid_range(gpa, size) {
+            return Response::Error;
+        }
+        let state = if self.range_all(gpa, size, true) {
+            BlockState::Plugged
+        } else if self.range_all(gpa, size, false) {
+            BlockState::Unplugged
+        } else {
+            BlockState::Mixed
+        };
+        Response::AckState(state)
+    }
+
+    /// `virtio_mem_set_requested_size` after realize: block-aligned, at most the region;
+    /// the usable region only grows here.
+    pub fn set_requested_size(&mut self, value: Bytes) -> Result<(), ModelError> {
+        let fail = |message: String| Err(ModelError::RequestedSize { device: self.id().to_string(), message });
+        if !value.is_multiple_of(self.block_size()) {
+            return fail(format!("'requested-size' has to be multiples of 'block-size' (0x{:x})", self.block_size().0));
+        }
+        if value > self.region_size() {
+            return fail(format!("'requested-size' cannot exceed the memory backend size(0x{:x})", self.region_size().0));
+        }
+        if value != self.requested_size {
+            self.resize_usable_region(value, false);
+            self.requested_size = value;
+        }
+        Ok(())
+    }
+
+    /// `virtio_mem_system_reset_hold`: unplug all, result ignored (busy: nothing changes).
+    pub fn system_reset(&mut self, host: &mut dyn HostMemory, busy: bool) {
+        let _ = self.unplug_all(host, busy);
+        self.assert_invariant();
+    }
+
+    /// Installs a migrated bitmap and plugged size (the early section's fields, or the late
+    /// section's on old machines). The destination's bitmap has its own length; the sanity
+    /// checks that run first guarantee the lengths agree.
+    pub fn load_plug_state(&mut self, size: Bytes, bitmap: &Bitmap) {
+        assert_eq!(bitmap.len(), self.bitmap.len(), "sanity checks run before the bitmap is loaded");
+        self.bitmap.clone_from(bitmap);
+        self.size = size;
+    }
+
+    /// Installs the late section's `usable_region_size` and `requested_size`.
+    pub fn load_sizes(&mut self, usable_region_size: Bytes, requested_size: Bytes) {
+        self.usable_region_size = usable_region_size;
+        self.requested_size = requested_size;
+    }
+}
+
+/// Maximal runs of bits equal to `value`, found word-wise.
+fn runs(bits: &Bitmap, value: bool) -> Vec<BlockRun> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    let len = bits.len();
+    while pos < len {
+        let rest = &bits[pos..];
+        let start = if value { rest.first_one() } else { rest.first_zero() };
+        let Some(start) = start else { break };
+        let start = pos + start;
+        let rest = &bits[start..];
+        let run = if value { rest.first_zero() } else { rest.first_one() }.unwrap_or(rest.len());
+        out.push(BlockRun { first: BlockIndex(start as u64), count: BlockCount(run as u64) });
+        pos = start + run;
+    }
+    out
+}

@@ -1,0 +1,469 @@
+//! The destination: consumes items in order, refusing what is out of order, and ends in an
+//! [`Outcome`] (`qemu_loadvm_state`, `loadvm_process_command`, migration/savevm.c;
+//! `ram_load`, migration/ram.c; `virtio_mem_post_load_early` / `virtio_mem_post_load`,
+//! hw/virtio/virtio-mem.c).
+
+use crate::device::VirtioMem;
+use crate::host::{Errno, HostMemory};
+use crate::migration::item::{EarlySection, Item, LateSection, PlugState};
+use crate::migration::outcome::{FaultSite, Outcome, Stage};
+use crate::migration::plan::GuestRange;
+use crate::ranges::RangeSet;
+use crate::units::Bytes;
+use crate::variant::Variant;
+use crate::vm::Vm;
+
+/// `PostcopyState` (migration/postcopy-ram.h).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum PostcopyState {
+    None = 0,
+    Advise = 1,
+    Discard = 2,
+    Listening = 3,
+    Running = 4,
+    End = 5,
+}
+
+/// An incoming migration in progress.
+#[derive(Debug)]
+pub struct Destination<H: HostMemory> {
+    vm: Vm<H>,
+    postcopy: PostcopyState,
+    header_seen: bool,
+    /// Stream RAM block index → local block index, once the setup section was loaded.
+    block_map: Option<Vec<usize>>,
+    early_loaded: Vec<bool>,
+    late_loaded: Vec<bool>,
+    /// Which pages arrived (the receivedmap), per local RAM block.
+    received: Vec<RangeSet>,
+    /// Which devices' plugged blocks were preallocated by the early section.
+    preallocated: Vec<bool>,
+    lines: Vec<String>,
+    eof: bool,
+}
+
+fn section_error(idstr: &str) -> String {
+    format!("error while loading state for instance 0x0 of device '{idstr}'")
+}
+
+fn load_failed(errno: Errno) -> String {
+    format!("load of migration failed: {}", errno.strerror())
+}
+
+impl<H: HostMemory> Destination<H> {
+    /// A destination started with `-incoming`: realize skipped the initial discard.
+    pub fn new(vm: Vm<H>) -> Destination<H> {
+        let n = vm.devices.len();
+        let received = vm.blocks.iter().map(|_| RangeSet::new()).collect();
+        let lines = vm.lines.clone();
+        Destination {
+            vm,
+            postcopy: PostcopyState::None,
+            header_seen: false,
+            block_map: None,
+            early_loaded: vec![false; n],
+            late_loaded: vec![false; n],
+            received,
+            preallocated: vec![false; n],
+            lines,
+            eof: false,
+        }
+    }
+
+    pub fn vm(&self) -> &Vm<H> {
+        &self.vm
+    }
+
+    pub fn vm_mut(&mut self) -> &mut Vm<H> {
+        &mut self.vm
+    }
+
+    pub fn postcopy_state(&self) -> PostcopyState {
+        self.postcopy
+    }
+
+    /// `migration_in_incoming_postcopy()`: state in [DISCARD, END). The device is busy then.
+    pub fn in_incoming_postcopy(&self) -> bool {
+        self.postcopy >= PostcopyState::Discard && self.postcopy < PostcopyState::End
+    }
+
+    /// `migration_incoming_postcopy_advised()`: state in [ADVISE, END).
+    pub fn postcopy_advised(&self) -> bool {
+        self.postcopy >= PostcopyState::Advise && self.postcopy < PostcopyState::End
+    }
+
+    /// The pages received so far for a local RAM block.
+    pub fn received(&self, block: usize) -> &RangeSet {
+        &self.received[block]
+    }
+
+    pub fn eof_seen(&self) -> bool {
+        self.eof
+    }
+
+    fn fail(&mut self, stage: Stage, mut lines: Vec<String>) -> Outcome {
+        let mut all = std::mem::take(&mut self.lines);
+        all.append(&mut lines);
+        Outcome::Failed { stage, lines: all }
+    }
+
+    fn state_error(&mut self, stage: Stage, cmd: &str) -> Outcome {
+        let l = vec![
+            format!("{cmd} in wrong postcopy state ({})", self.postcopy as u8),
+            "load of migration failed: Operation not permitted".to_string(),
+        ];
+        self.fail(stage, l)
+    }
+
+    /// Consumes one item. `Err` ends the migration with that outcome.
+    pub fn apply(&mut self, item: &Item) -> Result<(), Outcome> {
+        if self.eof {
+            panic!("item {item} after EOF: the source never writes past the end");
+        }
+        if !self.header_seen && !matches!(item, Item::Header { .. }) {
+            // qemu_loadvm_state_header: the magic is the first thing read.
+            return Err(self.fail(Stage::Header, vec!["Not a migration stream".into(), load_failed(Errno::Inval)]));
+        }
+        match item {
+            Item::Header { machine } => self.header(machine),
+            Item::OpenReturnPath | Item::Ping(_) | Item::SwitchoverStart => Ok(()),
+            Item::PostcopyAdvise => self.advise(),
+            Item::RamSetup { blocks } => self.ram_setup(blocks),
+            Item::Early(e) => self.early(e),
+            Item::Ram { block, offset, len, kind } => self.ram(*block, *offset, *len, *kind),
+            Item::RamDiscard { block, ranges } => self.ram_discard(*block, ranges),
+            Item::Listen => self.listen(),
+            Item::Late(l) => self.late(l),
+            Item::Run => self.run(),
+            Item::Eof => {
+                self.eof = true;
+                if self.postcopy >= PostcopyState::Advise {
+                    self.postcopy = PostcopyState::End;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// `configuration_post_load` (migration/savevm.c): the machine types must match.
+    fn header(&mut self, machine: &str) -> Result<(), Outcome> {
+        if self.header_seen {
+            return Err(self.fail(Stage::Header, vec!["Unknown savevm section type 7".into(), load_failed(Errno::Inval)]));
+        }
+        self.header_seen = true;
+        if machine != self.vm.machine.name() {
+            let line = format!("Machine type received is '{machine}' and local is '{}'", self.vm.machine.name());
+            return Err(self.fail(Stage::Header, vec![line, load_failed(Errno::Inval)]));
+        }
+        Ok(())
+    }
+
+    /// `loadvm_postcopy_handle_advise` → `postcopy_ram_incoming_init` → `init_range`:
+    /// discards every RAM block ("We need the whole of RAM to be truly empty for postcopy").
+    fn advise(&mut self) -> Result<(), Outcome> {
+        if self.postcopy != PostcopyState::None {
+            return Err(self.state_error(Stage::Advise, "CMD_POSTCOPY_ADVISE"));
+        }
+        if !self.vm.backend.kind.supports_postcopy() {
+            // postcopy_ram_supported_by_host; the exact text is not in the reference [INF].
+            let l = vec![
+                format!("Postcopy is not supported on {} memory", self.vm.backend.kind.name()),
+                load_failed(Errno::Inval),
+            ];
+            return Err(self.fail(Stage::Advise, l));
+        }
+        self.postcopy = PostcopyState::Advise;
+        for b in &self.vm.blocks {
+            self.vm.host.discard(b.id, Bytes::ZERO, b.len).expect("the model's discard does not fail");
+        }
+        for r in &mut self.received {
+            *r = RangeSet::new();
+        }
+        Ok(())
+    }
+
+    /// `parse_ramblocks` (migration/ram.c): every block must exist with the same length.
+    fn ram_setup(&mut self, blocks: &[(String, Bytes)]) -> Result<(), Outcome> {
+        let mut map = Vec::with_capacity(blocks.len());
+        for (name, len) in blocks {
+            let Some(local) = self.vm.blocks.iter().position(|b| &b.name == name) else {
+                let l = vec![
+                    format!("Unknown ramblock \"{name}\", cannot accept migration"),
+                    section_error("ram"),
+                    load_failed(Errno::Inval),
+                ];
+                return Err(self.fail(Stage::RamSetup, l));
+            };
+            let have = self.vm.blocks[local].len;
+            if have != *len {
+                // qemu_ram_resize on a block that is not resizable [INF: text from memory of
+                // system/physmem.c, not in the reference].
+                let l = vec![
+                    format!("Size mismatch: {name}: 0x{:x} != 0x{:x}: Invalid argument", len.0, have.0),
+                    section_error("ram"),
+                    load_failed(Errno::Inval),
+                ];
+                return Err(self.fail(Stage::RamSetup, l));
+            }
+            map.push(local);
+        }
+        self.block_map = Some(map);
+        Ok(())
+    }
+
+    fn find_device(&self, idstr: &str, early: bool) -> Option<usize> {
+        self.vm.devices.iter().position(|d| {
+            if early {
+                d.early_migration() && d.early_idstr() == idstr
+            } else {
+                d.late_idstr() == idstr
+            }
+        })
+    }
+
+    fn unknown_section(&mut self, stage: Stage, idstr: &str) -> Outcome {
+        let l = vec![
+            format!(
+                "Unknown savevm section or instance '{idstr}' 0x0. Make sure that your current VM setup matches your saved VM setup, including any hotplugged devices"
+            ),
+            load_failed(Errno::Inval),
+        ];
+        self.fail(stage, l)
+    }
+
+    /// `virtio_mem_mig_sanity_checks_post_load`: addr, region size, block size, node.
+    fn sanity_check(dev: &VirtioMem, state: &PlugState) -> Result<(), String> {
+        let s = &state.sanity;
+        if s.addr != dev.addr() {
+            return Err(format!("Property 'memaddr' changed from 0x{:x} to 0x{:x}", s.addr.0, dev.addr().0));
+        }
+        if s.region_size != dev.region_size() {
+            return Err(format!(
+                "Property 'memdev' size changed from 0x{:x} to 0x{:x}",
+                s.region_size.0,
+                dev.region_size().0
+            ));
+        }
+        if s.block_size != dev.block_size() {
+            return Err(format!(
+                "Property 'block-size' changed from 0x{:x} to 0x{:x}",
+                s.block_size.0,
+                dev.block_size().0
+            ));
+        }
+        if s.node != dev.node() {
+            return Err(format!("Property 'node' changed from {} to {}", s.node, dev.node()));
+        }
+        Ok(())
+    }
+
+    /// The early section: sanity checks, bitmap, then `virtio_mem_post_load_early`.
+    fn early(&mut self, e: &EarlySection) -> Result<(), Outcome> {
+        let stage = Stage::EarlySection(e.idstr.clone());
+        let Some(d) = self.find_device(&e.idstr, true) else {
+            return Err(self.unknown_section(stage, &e.idstr));
+        };
+        if self.early_loaded[d] {
+            panic!("early section {} sent twice: QEMU sends it exactly once", e.idstr);
+        }
+        if let Err(line) = Self::sanity_check(&self.vm.devices[d], &e.state) {
+            return Err(self.fail(stage, vec![line, section_error(&e.idstr), load_failed(Errno::Inval)]));
+        }
+        self.vm.devices[d].load_plug_state(e.state.size, &e.state.bitmap);
+        self.early_loaded[d] = true;
+        self.post_load_early(d, &e.idstr)
+    }
+
+    /// `virtio_mem_post_load_early`: with prealloc, preallocate every plugged run (stop at the
+    /// first failure: -ENOMEM); then, if postcopy was advised, discard the whole RAM block.
+    fn post_load_early(&mut self, d: usize, idstr: &str) -> Result<(), Outcome> {
+        let dev = &self.vm.devices[d];
+        if !dev.prealloc() {
+            return Ok(());
+        }
+        let rb = dev.ram_block();
+        let ranges: Vec<(Bytes, Bytes)> = if self.vm.variant == Variant::PreallocWholeRegion {
+            vec![(Bytes::ZERO, dev.region_size())]
+        } else {
+            dev.plugged_runs().into_iter().map(|r| dev.run_bytes(r)).collect()
+        };
+        for (off, len) in ranges {
+            // virtio_mem_prealloc_range_cb → qemu_prealloc_mem (util/oslib-posix.c).
+            if let Err(err) = self.vm.host.populate(rb, off, len) {
+                let l = vec![
+                    format!("qemu_prealloc_mem: preallocating memory failed: {}", err.errno),
+                    section_error(idstr),
+                    load_failed(Errno::NoMem),
+                ];
+                return Err(self.fail(Stage::EarlySection(idstr.to_string()), l));
+            }
+        }
+        self.preallocated[d] = true;
+        if self.postcopy_advised() && self.vm.variant != Variant::NoDiscardAfterPrealloc {
+            let len = self.vm.devices[d].region_size();
+            if self.vm.host.discard(rb, Bytes::ZERO, len).is_err() {
+                let l = vec![section_error(idstr), load_failed(Errno::Busy)];
+                return Err(self.fail(Stage::EarlySection(idstr.to_string()), l));
+            }
+        }
+        Ok(())
+    }
+
+    fn local_block(&mut self, stream_block: usize, stage: Stage) -> Result<usize, Outcome> {
+        match self.block_map.as_ref().and_then(|m| m.get(stream_block).copied()) {
+            Some(b) => Ok(b),
+            None => {
+                let l = vec!["Unknown savevm section 0".into(), load_failed(Errno::Inval)];
+                Err(self.fail(stage, l))
+            }
+        }
+    }
+
+    /// `ram_load`: before LISTEN the precopy path writes (PAGE) or reads (ZERO) the target;
+    /// from LISTEN on, pages are placed with userfaultfd.
+    fn ram(&mut self, block: usize, offset: Bytes, len: Bytes, kind: crate::host::PageKind) -> Result<(), Outcome> {
+        let local = self.local_block(block, Stage::RamLoad)?;
+        let info = self.vm.blocks[local].clone();
+        let end = offset.checked_add(len).filter(|e| *e <= info.len);
+        assert!(end.is_some(), "page run {:#x}+{:#x} beyond block '{}'", offset.0, len.0, info.name);
+        if self.postcopy >= PostcopyState::Listening {
+            // ram_load_postcopy → postcopy_place_page: UFFDIO_COPY.
+            if let Err(err) = self.vm.host.place(info.id, offset, len) {
+                let placed = err.offset.checked_sub(offset).unwrap_or(Bytes::ZERO);
+                self.received[local].insert(offset.0, offset.0 + placed.0);
+                let page = self.vm.backend.page_size.0;
+                let mut l = std::mem::take(&mut self.lines);
+                // The host pointers QEMU prints are replaced by block+offset [INF: the format
+                // is postcopy_place_page's "%s: %s copy host: %p from: %p (size: %zd)"].
+                l.push(format!(
+                    "postcopy_place_page: {} copy host: {}+0x{:x} (size: {page})",
+                    err.errno, info.name, err.offset.0
+                ));
+                return Err(Outcome::PostcopyFailed { stage: Stage::PostcopyPlacement, lines: l });
+            }
+        } else if let Err(sigbus) = self.vm.host.load(info.id, offset, len, kind) {
+            let lines = std::mem::take(&mut self.lines);
+            return Err(Outcome::Crashed {
+                stage: Stage::RamLoad,
+                site: FaultSite { block: info.name.clone(), offset: sigbus.offset },
+                lines,
+            });
+        }
+        self.received[local].insert(offset.0, offset.0 + len.0);
+        Ok(())
+    }
+
+    /// `loadvm_postcopy_ram_handle_discard`: state ADVISE or DISCARD; drops the ranges.
+    fn ram_discard(&mut self, block: usize, ranges: &[(Bytes, Bytes)]) -> Result<(), Outcome> {
+        if self.postcopy != PostcopyState::Advise && self.postcopy != PostcopyState::Discard {
+            return Err(self.state_error(Stage::PostcopyDiscard, "CMD_POSTCOPY_RAM_DISCARD"));
+        }
+        self.postcopy = PostcopyState::Discard;
+        let local = self.local_block(block, Stage::PostcopyDiscard)?;
+        let id = self.vm.blocks[local].id;
+        for &(off, len) in ranges {
+            self.vm.host.discard(id, off, len).expect("the model's discard does not fail");
+            self.received[local].remove(off.0, off.0 + len.0);
+        }
+        Ok(())
+    }
+
+    /// `loadvm_postcopy_handle_listen`: state ADVISE or DISCARD; userfaultfd registration.
+    fn listen(&mut self) -> Result<(), Outcome> {
+        if self.postcopy != PostcopyState::Advise && self.postcopy != PostcopyState::Discard {
+            return Err(self.state_error(Stage::Listen, "CMD_POSTCOPY_LISTEN"));
+        }
+        self.postcopy = PostcopyState::Listening;
+        Ok(())
+    }
+
+    /// `loadvm_postcopy_handle_run`: state LISTENING; the guest starts on the destination.
+    fn run(&mut self) -> Result<(), Outcome> {
+        if self.postcopy != PostcopyState::Listening {
+            return Err(self.state_error(Stage::Run, "CMD_POSTCOPY_RUN"));
+        }
+        self.postcopy = PostcopyState::Running;
+        Ok(())
+    }
+
+    /// The late section and `virtio_mem_post_load`.
+    fn late(&mut self, l: &LateSection) -> Result<(), Outcome> {
+        let stage = Stage::LateSection(l.idstr.clone());
+        let Some(d) = self.find_device(&l.idstr, false) else {
+            return Err(self.unknown_section(stage, &l.idstr));
+        };
+        let early = self.vm.devices[d].early_migration();
+        match (&l.plug, early) {
+            (Some(plug), false) => {
+                if let Err(line) = Self::sanity_check(&self.vm.devices[d], plug) {
+                    return Err(self.fail(stage, vec![line, section_error(&l.idstr), load_failed(Errno::Inval)]));
+                }
+                self.vm.devices[d].load_plug_state(plug.size, &plug.bitmap);
+            }
+            (None, true) => {
+                if !self.early_loaded[d] {
+                    // With early migration the late section has no bitmap; a stream without
+                    // the early section leaves the device with nothing plugged [INF].
+                    let line = format!("{}: early section never arrived", l.idstr);
+                    return Err(self.fail(stage, vec![line, section_error(&l.idstr), load_failed(Errno::Inval)]));
+                }
+            }
+            // The field layout differs between the sides: the stream does not parse [INF].
+            _ => {
+                let line = format!("Missing section footer for {}", l.idstr);
+                return Err(self.fail(stage, vec![line, load_failed(Errno::Inval)]));
+            }
+        }
+        self.vm.devices[d].load_sizes(l.usable_region_size, l.requested_size);
+        self.late_loaded[d] = true;
+        let dev = &self.vm.devices[d];
+        if dev.prealloc() && !dev.early_migration() {
+            self.lines.push("warning: Proper preallocation with migration requires a newer QEMU machine".into());
+        }
+        if self.in_incoming_postcopy() {
+            return Ok(());
+        }
+        // virtio_mem_restore_unplugged: "Make sure all memory is really discarded after migration".
+        let rb = dev.ram_block();
+        let runs: Vec<(Bytes, Bytes)> = dev.unplugged_runs().into_iter().map(|r| dev.run_bytes(r)).collect();
+        for (off, len) in runs {
+            if self.vm.host.discard(rb, off, len).is_err() {
+                return Err(self.fail(stage, vec![section_error(&l.idstr), load_failed(Errno::Inval)]));
+            }
+        }
+        Ok(())
+    }
+
+    /// After EOF: the guest runs on the destination and writes `touches`. A write to a page
+    /// that cannot be populated is a SIGBUS at run time.
+    pub fn run_guest(mut self, touches: &[GuestRange], hinted: &[GuestRange]) -> Outcome {
+        assert!(self.eof, "the guest runs after the stream ended");
+        for t in touches {
+            let dev = &self.vm.devices[t.device];
+            let rb = dev.ram_block();
+            let name = self.vm.device_block(t.device).name.clone();
+            if let Err(sigbus) = self.vm.host.touch(rb, t.offset, t.len) {
+                let at = sigbus.offset.0;
+                let was_hinted = hinted.iter().any(|h| h.device == t.device && h.offset.0 <= at && at < h.offset.0 + h.len.0);
+                let why = if was_hinted && !self.preallocated[t.device] {
+                    "the page was excluded by a free page hint, so the migration never sent it, and the device did not preallocate it (prealloc off, or an old machine type)"
+                } else if was_hinted {
+                    "the page was excluded by a free page hint and its preallocated memory was freed again"
+                } else {
+                    "the page was never populated on the destination and the backend has no memory left"
+                };
+                return Outcome::RuntimeCrash {
+                    site: FaultSite { block: name, offset: Bytes(at) },
+                    why: why.to_string(),
+                    lines: self.lines,
+                };
+            }
+        }
+        Outcome::Completed { lines: self.lines }
+    }
+
+    /// Lines QEMU printed so far (warnings).
+    pub fn lines(&self) -> &[String] {
+        &self.lines
+    }
+}

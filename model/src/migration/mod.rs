@@ -1,0 +1,9 @@
+//! Migration: the items of the stream, the source that writes them, the destination that
+//! consumes them, and how it ends.
+
+pub mod destination;
+pub mod drive;
+pub mod item;
+pub mod outcome;
+pub mod plan;
+pub mod source;

@@ -1,0 +1,42 @@
+//! What a migration does besides moving state: its mode, the guest's data, free page hints
+//! and the guest's touches after switchover.
+
+use crate::units::Bytes;
+
+/// A byte range of one virtio-mem device's region (device index in command-line order).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub struct GuestRange {
+    pub device: usize,
+    pub offset: Bytes,
+    pub len: Bytes,
+}
+
+/// Precopy, or postcopy-ram with the switch after a share of the pages was sent.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Default)]
+pub enum Mode {
+    #[default]
+    Precopy,
+    /// The `postcopy-ram` capability is on (ADVISE is sent) and `migrate-start-postcopy`
+    /// switches over after `switch_percent` % of the page bytes were sent in precopy.
+    Postcopy { switch_percent: u8 },
+}
+
+/// The migration's inputs beyond the two VMs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub mode: Mode,
+    /// Ranges the guest wrote before migrating: sent as normal pages; the rest of plugged
+    /// memory is sent as zero pages.
+    pub data: Vec<GuestRange>,
+    /// Free page hints: never sent (`qemu_guest_free_page_hint`). The balloon does not hint
+    /// when postcopy-ram is on (`virtio_balloon_free_page_hint_notify`), so they are ignored then.
+    pub hints: Vec<GuestRange>,
+    /// Ranges the guest writes on the destination after switchover.
+    pub touches: Vec<GuestRange>,
+}
+
+impl Plan {
+    pub fn is_postcopy(&self) -> bool {
+        matches!(self.mode, Mode::Postcopy { .. })
+    }
+}

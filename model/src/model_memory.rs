@@ -1,0 +1,276 @@
+//! The model's implementation of [`HostMemory`]: populated ranges per RAM block and a capacity
+//! per pool (huge page pool, file-system quota, or unlimited).
+
+use crate::backend::{Backend, BackendKind, Capacity, DiscardMethod};
+use crate::host::{Errno, HostError, HostMemory, PageKind, RamBlockId, Sigbus};
+use crate::ranges::RangeSet;
+use crate::units::Bytes;
+
+/// A pool of memory that RAM blocks draw from: one hugetlbfs mount's quota, the huge page
+/// pool, one tmpfs mount's quota, or unlimited memory.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PoolId(pub usize);
+
+#[derive(Clone, Debug)]
+struct Pool {
+    capacity: Capacity,
+    used: u64,
+}
+
+impl Pool {
+    fn free(&self) -> u64 {
+        match self.capacity {
+            Capacity::Unlimited => u64::MAX,
+            Capacity::Limited(b) => b.0.saturating_sub(self.used),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Block {
+    name: String,
+    kind: BackendKind,
+    page_size: u64,
+    len: u64,
+    pool: PoolId,
+    populated: RangeSet,
+    discard: DiscardMethod,
+}
+
+/// Populated state of a process's guest memory, kept as ranges.
+#[derive(Clone, Debug, Default)]
+pub struct ModelMemory {
+    pools: Vec<Pool>,
+    blocks: Vec<Block>,
+    /// When set, every discard uses this method instead of QEMU's choice (a variant).
+    discard_override: Option<DiscardMethod>,
+}
+
+impl ModelMemory {
+    pub fn new() -> ModelMemory {
+        ModelMemory::default()
+    }
+
+    /// Makes every discard use `method` (e.g. MADV_DONTNEED on shared memory, a known bug).
+    pub fn override_discard(&mut self, method: DiscardMethod) {
+        self.discard_override = Some(method);
+        for b in &mut self.blocks {
+            b.discard = method;
+        }
+    }
+
+    pub fn add_pool(&mut self, capacity: Capacity) -> PoolId {
+        self.pools.push(Pool { capacity, used: 0 });
+        PoolId(self.pools.len() - 1)
+    }
+
+    /// Registers a RAM block of `len` bytes on `backend`, drawing from `pool`.
+    pub fn add_block(&mut self, name: &str, backend: Backend, len: Bytes, pool: PoolId) -> RamBlockId {
+        assert!(pool.0 < self.pools.len(), "unknown pool {pool:?}");
+        assert!(backend.page_size.0.is_power_of_two(), "page size must be a power of two");
+        let discard = self
+            .discard_override
+            .unwrap_or_else(|| DiscardMethod::qemu_choice(backend.kind, backend.page_size));
+        self.blocks.push(Block {
+            name: name.to_string(),
+            kind: backend.kind,
+            page_size: backend.page_size.0,
+            len: len.0,
+            pool,
+            populated: RangeSet::new(),
+            discard,
+        });
+        RamBlockId(self.blocks.len() - 1)
+    }
+
+    pub fn block_name(&self, id: RamBlockId) -> &str {
+        &self.blocks[id.0].name
+    }
+
+    pub fn block_len(&self, id: RamBlockId) -> Bytes {
+        Bytes(self.blocks[id.0].len)
+    }
+
+    pub fn block_kind(&self, id: RamBlockId) -> BackendKind {
+        self.blocks[id.0].kind
+    }
+
+    pub fn discard_method(&self, id: RamBlockId) -> DiscardMethod {
+        self.blocks[id.0].discard
+    }
+
+    /// Free bytes left in a pool (`u64::MAX` for unlimited).
+    pub fn pool_free(&self, pool: PoolId) -> Bytes {
+        Bytes(self.pools[pool.0].free())
+    }
+
+    /// Takes up to `bytes` from a pool without a RAM block, as a competitor for huge pages does.
+    /// Returns how much it took.
+    pub fn drain_pool(&mut self, pool: PoolId, bytes: Bytes) -> Bytes {
+        let p = &mut self.pools[pool.0];
+        let take = bytes.0.min(p.free());
+        p.used += take;
+        Bytes(take)
+    }
+
+    /// The populated runs of a block, ascending.
+    pub fn populated_runs(&self, id: RamBlockId) -> Vec<(u64, u64)> {
+        self.blocks[id.0].populated.iter().collect()
+    }
+
+    /// Total populated bytes of a block.
+    pub fn populated_total(&self, id: RamBlockId) -> Bytes {
+        Bytes(self.blocks[id.0].populated.total())
+    }
+
+    /// The byte range aligned outward to the block's page size, checked against its length.
+    fn span(&self, id: RamBlockId, offset: Bytes, len: Bytes) -> (u64, u64) {
+        let b = &self.blocks[id.0];
+        let end = offset.0.checked_add(len.0).expect("range end overflows");
+        assert!(end <= b.len, "range {:#x}+{:#x} beyond RAM block '{}' ({:#x})", offset.0, len.0, b.name, b.len);
+        let start = offset.0 - offset.0 % b.page_size;
+        let end = end.div_ceil(b.page_size) * b.page_size;
+        (start, end.min(b.len.div_ceil(b.page_size) * b.page_size))
+    }
+
+    /// Populates the gaps of `[start, end)` in order until the pool runs dry; returns the
+    /// offset of the first page that could not be populated.
+    fn fill(&mut self, id: RamBlockId, start: u64, end: u64) -> Result<(), u64> {
+        let gaps = self.blocks[id.0].populated.gaps(start, end);
+        let page = self.blocks[id.0].page_size;
+        let pool = self.blocks[id.0].pool.0;
+        for (s, e) in gaps {
+            let free = self.pools[pool].free();
+            let want = e - s;
+            let take = if free >= want { want } else { free - free % page };
+            if take > 0 {
+                self.blocks[id.0].populated.insert(s, s + take);
+                self.pools[pool].used += take;
+            }
+            if take < want {
+                return Err(s + take);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl HostMemory for ModelMemory {
+    fn populate(&mut self, block: RamBlockId, offset: Bytes, len: Bytes) -> Result<(), HostError> {
+        let (s, e) = self.span(block, offset, len);
+        self.fill(block, s, e).map_err(|at| HostError { errno: Errno::Fault, offset: Bytes(at) })
+    }
+
+    fn discard(&mut self, block: RamBlockId, offset: Bytes, len: Bytes) -> Result<(), HostError> {
+        let (s, e) = self.span(block, offset, len);
+        let b = &mut self.blocks[block.0];
+        if b.discard.frees(b.kind) {
+            let freed = b.populated.remove(s, e);
+            let pool = b.pool.0;
+            self.pools[pool].used -= freed;
+        }
+        Ok(())
+    }
+
+    fn load(&mut self, block: RamBlockId, offset: Bytes, len: Bytes, kind: PageKind) -> Result<(), Sigbus> {
+        if kind == PageKind::Zero && !self.blocks[block.0].kind.read_allocates() {
+            // A read of an absent private anonymous page maps the shared zero page.
+            return Ok(());
+        }
+        let (s, e) = self.span(block, offset, len);
+        self.fill(block, s, e).map_err(|at| Sigbus { offset: Bytes(at) })
+    }
+
+    fn place(&mut self, block: RamBlockId, offset: Bytes, len: Bytes) -> Result<(), HostError> {
+        let (s, e) = self.span(block, offset, len);
+        let present = self.blocks[block.0].populated.first_covered(s, e);
+        let stop = present.unwrap_or(e);
+        self.fill(block, s, stop).map_err(|at| HostError { errno: Errno::NoMem, offset: Bytes(at) })?;
+        match present {
+            Some(at) => Err(HostError { errno: Errno::Exist, offset: Bytes(at) }),
+            None => Ok(()),
+        }
+    }
+
+    fn touch(&mut self, block: RamBlockId, offset: Bytes, len: Bytes) -> Result<(), Sigbus> {
+        let (s, e) = self.span(block, offset, len);
+        self.fill(block, s, e).map_err(|at| Sigbus { offset: Bytes(at) })
+    }
+
+    fn populated(&self, block: RamBlockId, offset: Bytes, len: Bytes) -> Bytes {
+        let end = offset.0.checked_add(len.0).expect("range end overflows");
+        Bytes(self.blocks[block.0].populated.covered(offset.0, end))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hugetlb(cap: u64) -> (ModelMemory, RamBlockId) {
+        let mut m = ModelMemory::new();
+        let pool = m.add_pool(Capacity::Limited(Bytes::mib(cap)));
+        let b = m.add_block("mem0", Backend::unlimited(BackendKind::Hugetlbfs), Bytes::gib(1), pool);
+        (m, b)
+    }
+
+    #[test]
+    fn populate_fails_with_efault_and_keeps_partial() {
+        let (mut m, b) = hugetlb(64);
+        let err = m.populate(b, Bytes::ZERO, Bytes::mib(256)).unwrap_err();
+        assert_eq!(err, HostError { errno: Errno::Fault, offset: Bytes::mib(64) });
+        assert_eq!(m.populated_total(b), Bytes::mib(64));
+    }
+
+    #[test]
+    fn a_4k_load_on_hugetlb_populates_the_whole_huge_page() {
+        let (mut m, b) = hugetlb(4);
+        m.load(b, Bytes(4096), Bytes(4096), PageKind::Zero).unwrap();
+        assert_eq!(m.populated_total(b), Bytes::mib(2));
+        m.load(b, Bytes::mib(2), Bytes(4096), PageKind::Normal).unwrap();
+        assert_eq!(m.load(b, Bytes::mib(4), Bytes(4096), PageKind::Normal), Err(Sigbus { offset: Bytes::mib(4) }));
+    }
+
+    #[test]
+    fn zero_page_on_private_anonymous_allocates_nothing() {
+        let mut m = ModelMemory::new();
+        let pool = m.add_pool(Capacity::Limited(Bytes::ZERO));
+        let b = m.add_block("pc.ram", Backend::unlimited(BackendKind::PrivateAnonymous), Bytes::mib(8), pool);
+        assert_eq!(m.load(b, Bytes::ZERO, Bytes::mib(8), PageKind::Zero), Ok(()));
+        assert_eq!(m.populated_total(b), Bytes::ZERO);
+        assert_eq!(m.load(b, Bytes::ZERO, Bytes(4096), PageKind::Normal), Err(Sigbus { offset: Bytes::ZERO }));
+    }
+
+    #[test]
+    fn place_reports_eexist_on_present_page_and_enomem_when_dry() {
+        let (mut m, b) = hugetlb(8);
+        m.populate(b, Bytes::mib(2), Bytes::mib(2)).unwrap();
+        let e = m.place(b, Bytes::ZERO, Bytes::mib(4)).unwrap_err();
+        assert_eq!(e, HostError { errno: Errno::Exist, offset: Bytes::mib(2) });
+        // The hole before the present page was placed.
+        assert_eq!(m.populated(b, Bytes::ZERO, Bytes::mib(4)), Bytes::mib(4));
+        m.discard(b, Bytes::ZERO, Bytes::gib(1)).unwrap();
+        assert_eq!(m.populated_total(b), Bytes::ZERO);
+        let e = m.place(b, Bytes::ZERO, Bytes::mib(16)).unwrap_err();
+        assert_eq!(e, HostError { errno: Errno::NoMem, offset: Bytes::mib(8) });
+    }
+
+    #[test]
+    fn dontneed_on_shared_memory_frees_nothing() {
+        let mut m = ModelMemory::new();
+        let pool = m.add_pool(Capacity::Unlimited);
+        m.override_discard(DiscardMethod::Dontneed);
+        let b = m.add_block("mem0", Backend::unlimited(BackendKind::Memfd), Bytes::mib(8), pool);
+        m.populate(b, Bytes::ZERO, Bytes::mib(8)).unwrap();
+        m.discard(b, Bytes::ZERO, Bytes::mib(8)).unwrap();
+        assert_eq!(m.populated_total(b), Bytes::mib(8));
+        assert_eq!(m.place(b, Bytes::ZERO, Bytes(4096)).unwrap_err().errno, Errno::Exist);
+    }
+
+    #[test]
+    fn a_competitor_drains_the_pool() {
+        let (mut m, b) = hugetlb(8);
+        assert_eq!(m.drain_pool(PoolId(0), Bytes::mib(6)), Bytes::mib(6));
+        assert_eq!(m.touch(b, Bytes::ZERO, Bytes::mib(4)), Err(Sigbus { offset: Bytes::mib(2) }));
+    }
+}

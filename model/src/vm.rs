@@ -1,0 +1,139 @@
+//! One QEMU process as the model sees it: machine type, virtio-mem devices, RAM blocks and
+//! the host memory behind them.
+
+use crate::backend::{Backend, BackendKind, Capacity};
+use crate::config::{DeviceConfig, HostFacts};
+use crate::device::VirtioMem;
+use crate::error::ModelError;
+use crate::host::{HostMemory, RamBlockId};
+use crate::machine::MachineType;
+use crate::model_memory::{ModelMemory, PoolId};
+use crate::request::{Request, Response};
+use crate::units::{BlockCount, BlockIndex, Bytes};
+use crate::variant::Variant;
+
+/// The RAM block that holds the machine's ordinary memory (`-m`).
+pub const MAIN_RAM: &str = "pc.ram";
+
+/// What one side of a migration is configured with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VmConfig {
+    pub machine: MachineType,
+    pub devices: Vec<DeviceConfig>,
+    /// The backend of every virtio-mem memdev; all memdevs draw from its one capacity (one
+    /// hugetlbfs mount or huge page pool, one tmpfs mount).
+    pub backend: Backend,
+    /// Ordinary guest RAM (`-m`), on private anonymous memory with no limit.
+    pub main_ram: Bytes,
+    pub facts: HostFacts,
+    pub variant: Variant,
+}
+
+/// A registered RAM block: its idstr, the host's id and its length.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RamBlockInfo {
+    pub name: String,
+    pub id: RamBlockId,
+    pub len: Bytes,
+    /// The virtio-mem device whose memdev this is.
+    pub device: Option<usize>,
+}
+
+/// A QEMU process: devices, RAM blocks, and the memory behind them.
+#[derive(Clone, Debug)]
+pub struct Vm<H = ModelMemory> {
+    pub machine: MachineType,
+    pub devices: Vec<VirtioMem>,
+    pub host: H,
+    pub blocks: Vec<RamBlockInfo>,
+    pub backend: Backend,
+    /// Lines realize printed (warnings).
+    pub lines: Vec<String>,
+    pub variant: Variant,
+}
+
+/// The pools a model VM draws from.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Pools {
+    pub main: PoolId,
+    pub devices: PoolId,
+}
+
+impl Vm<ModelMemory> {
+    /// Creates the RAM blocks and realizes every device, in command-line order.
+    pub fn realize(cfg: &VmConfig) -> Result<(Vm<ModelMemory>, Pools), ModelError> {
+        let mut host = ModelMemory::new();
+        if cfg.variant == Variant::DontneedOnShared {
+            host.override_discard(crate::backend::DiscardMethod::Dontneed);
+        }
+        let pools = Pools { main: host.add_pool(Capacity::Unlimited), devices: host.add_pool(cfg.backend.capacity) };
+        let main = Backend::unlimited(BackendKind::PrivateAnonymous);
+        let mut blocks = Vec::new();
+        if !cfg.main_ram.is_zero() {
+            let id = host.add_block(MAIN_RAM, main, cfg.main_ram, pools.main);
+            blocks.push(RamBlockInfo { name: MAIN_RAM.into(), id, len: cfg.main_ram, device: None });
+        }
+        let mut devices = Vec::new();
+        let mut lines = Vec::new();
+        for (i, d) in cfg.devices.iter().enumerate() {
+            let realized = d.realize(&cfg.machine, &cfg.backend, &cfg.facts)?;
+            lines.extend(realized.warnings.iter().cloned());
+            let name = d.ram_block_name();
+            let id = host.add_block(&name, cfg.backend, d.region_size, pools.devices);
+            blocks.push(RamBlockInfo { name, id, len: d.region_size, device: Some(i) });
+            devices.push(VirtioMem::new(realized, id, cfg.variant));
+        }
+        let vm = Vm { machine: cfg.machine.clone(), devices, host, blocks, backend: cfg.backend, lines, variant: cfg.variant };
+        Ok((vm, pools))
+    }
+}
+
+impl<H: HostMemory> Vm<H> {
+    /// The guest sends one request to device `dev`; `busy` is `virtio_mem_is_busy()`.
+    pub fn request(&mut self, dev: usize, req: Request, busy: bool) -> Response {
+        let resp = self.devices[dev].handle(req, &mut self.host, busy);
+        let warnings = self.devices[dev].take_warnings();
+        self.lines.extend(warnings);
+        resp
+    }
+
+    /// The guest driver plugs `count` blocks from `first` on, in requests of at most
+    /// `u16::MAX` blocks (the request's `nb_blocks` is a le16). Returns the first response
+    /// that is not ACK, if any.
+    pub fn guest_plug(&mut self, dev: usize, first: BlockIndex, count: BlockCount, busy: bool) -> Option<Response> {
+        let bs = self.devices[dev].block_size();
+        let mut next = first.0;
+        let end = first.0.checked_add(count.0).expect("block range overflows");
+        while next < end {
+            let n = (end - next).min(u16::MAX as u64) as u16;
+            let addr = self.devices[dev]
+                .addr()
+                .checked_add(BlockIndex(next).offset(bs).expect("block inside region"))
+                .expect("address inside region");
+            let resp = self.request(dev, Request::Plug { addr, nb_blocks: n }, busy);
+            if resp != Response::Ack {
+                return Some(resp);
+            }
+            next += n as u64;
+        }
+        None
+    }
+
+    /// Like Linux's driver after it loads: plug from the lowest block up until the plugged
+    /// size reaches `size`.
+    pub fn guest_plug_size(&mut self, dev: usize, size: Bytes, busy: bool) -> Option<Response> {
+        let bs = self.devices[dev].block_size();
+        let have = self.devices[dev].size();
+        let want = size.checked_sub(have).unwrap_or(Bytes::ZERO).blocks(bs);
+        let first = BlockIndex(have.blocks(bs).0);
+        if want.0 == 0 {
+            return None;
+        }
+        self.guest_plug(dev, first, want, busy)
+    }
+
+    /// The RAM block info of device `dev`'s memdev.
+    pub fn device_block(&self, dev: usize) -> &RamBlockInfo {
+        self.blocks.iter().find(|b| b.device == Some(dev)).expect("every device has a RAM block")
+    }
+}
