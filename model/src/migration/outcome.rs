@@ -11,6 +11,8 @@ pub const QEMU_PREFIX: &str = "qemu-system-x86_64: ";
 /// Where in the incoming migration something happened.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Stage {
+    /// Starting the destination QEMU (realize), before any migration.
+    Startup,
     /// The header and configuration section.
     Header,
     /// MIG_CMD_POSTCOPY_ADVISE.
@@ -40,6 +42,7 @@ pub enum Stage {
 impl fmt::Display for Stage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Stage::Startup => write!(f, "startup"),
             Stage::Header => write!(f, "header"),
             Stage::Advise => write!(f, "postcopy advise"),
             Stage::RamSetup => write!(f, "ram setup"),

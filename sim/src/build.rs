@@ -1,0 +1,234 @@
+//! Turns a scenario into the model's inputs: the source VM (with the guest's plugs done),
+//! the destination's configuration, and the migration plan.
+
+use vmemsim_model::config::HostFacts;
+use vmemsim_model::{
+    Backend, BlockCount, BlockIndex, Bytes, Capacity, DeviceConfig, GuestRange, MachineType, Mode, Plan, Response, Vm,
+    VmConfig,
+};
+
+use crate::error::SimError;
+use crate::load::Loaded;
+use crate::scenario::{BackendSpec, CapacitySpec, DeviceSpec, ModeSpec};
+
+/// Everything the model needs to run a scenario.
+#[derive(Clone, Debug)]
+pub struct Built {
+    pub source: Vm,
+    pub destination: VmConfig,
+    pub plan: Plan,
+    /// Free page hints, kept for the destination's explanation of a run-time fault.
+    pub hints: Vec<GuestRange>,
+}
+
+fn backend(spec: &BackendSpec) -> Backend {
+    Backend {
+        kind: spec.kind,
+        page_size: spec.page_size.unwrap_or_else(|| spec.kind.default_page_size()),
+        capacity: match spec.capacity {
+            CapacitySpec::Unlimited => Capacity::Unlimited,
+            CapacitySpec::Limited(b) => Capacity::Limited(b),
+        },
+    }
+}
+
+fn device_config(d: &DeviceSpec, index: usize) -> DeviceConfig {
+    DeviceConfig {
+        id: d.id.clone(),
+        pci: d.pci.clone(),
+        memdev: d.memdev.clone().unwrap_or_else(|| format!("mem{index}")),
+        memaddr: d.memaddr,
+        region_size: d.region,
+        block_size: d.block_size,
+        node: d.node,
+        prealloc: d.prealloc,
+        early_migration: d.early_migration,
+        requested_size: d.requested,
+        memdev_prealloc: d.memdev_prealloc,
+    }
+}
+
+fn machine(l: &Loaded, m: &toml::Spanned<String>, field: &str) -> Result<MachineType, SimError> {
+    MachineType::parse(m.get_ref()).map_err(|e| l.invalid(m.span().start, field, e.to_string()))
+}
+
+/// Builds the source VM, the destination configuration and the plan.
+pub fn build(l: &Loaded) -> Result<Built, SimError> {
+    let s = &l.scenario;
+    if s.devices.is_empty() {
+        return Err(l.invalid(0, "device", "a scenario needs at least one [[device]]"));
+    }
+    for (i, d) in s.devices.iter().enumerate() {
+        if s.devices[..i].iter().any(|o| o.get_ref().id == d.get_ref().id) {
+            return Err(l.invalid(d.span().start, "device.id", format!("device id '{}' is used twice", d.get_ref().id)));
+        }
+        if s.devices[..i].iter().any(|o| o.get_ref().pci == d.get_ref().pci) {
+            return Err(l.invalid(d.span().start, "device.pci", format!("PCI address '{}' is used twice", d.get_ref().pci)));
+        }
+    }
+    let src_machine = machine(l, &s.source.machine, "source.machine")?;
+    let dst_machine = match &s.destination.machine {
+        Some(m) => machine(l, m, "destination.machine")?,
+        None => src_machine.clone(),
+    };
+    let src_backend = backend(s.source.backend.get_ref());
+    let dst_backend = backend(s.destination.backend.get_ref());
+    for (b, spec, field) in [(src_backend, &s.source.backend, "source.backend"), (dst_backend, &s.destination.backend, "destination.backend")] {
+        if !b.page_size.is_power_of_two() || b.page_size < Bytes(4096) {
+            return Err(l.invalid(spec.span().start, &format!("{field}.page_size"), "the page size must be a power of two of at least 4K"));
+        }
+        if b.kind.is_hugetlb() != (b.page_size > Bytes(4096)) {
+            return Err(l.invalid(
+                spec.span().start,
+                &format!("{field}.page_size"),
+                format!("{} memory has {} pages", b.kind.name(), if b.kind.is_hugetlb() { "huge (2M or 1G)" } else { "4K" }),
+            ));
+        }
+    }
+    let mode = match s.migration.mode {
+        ModeSpec::Precopy => {
+            if s.migration.switch_percent.is_some() {
+                return Err(l.invalid(0, "migration.switch_percent", "switch_percent only applies to mode = \"postcopy\""));
+            }
+            Mode::Precopy
+        }
+        ModeSpec::Postcopy => {
+            let p = s.migration.switch_percent.unwrap_or(50);
+            if p > 100 {
+                return Err(l.invalid(0, "migration.switch_percent", format!("{p} is not a percentage (0 to 100)")));
+            }
+            Mode::Postcopy { switch_percent: p }
+        }
+    };
+    let src_cfg = VmConfig {
+        machine: src_machine,
+        devices: s.devices.iter().enumerate().map(|(i, d)| device_config(d.get_ref(), i)).collect(),
+        backend: src_backend,
+        main_ram: s.source.main_ram,
+        facts: HostFacts { numa_nodes: s.source.numa_nodes, ..HostFacts::default() },
+        variant: s.variant,
+    };
+    let dst_cfg = VmConfig {
+        machine: dst_machine,
+        devices: s
+            .devices
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                let d = d.get_ref();
+                let o = &d.destination;
+                let mut c = device_config(d, i);
+                c.memaddr = o.memaddr.unwrap_or(c.memaddr);
+                c.region_size = o.region.unwrap_or(c.region_size);
+                c.block_size = o.block_size.or(c.block_size);
+                c.node = o.node.unwrap_or(c.node);
+                c.prealloc = o.prealloc.or(s.destination.prealloc).unwrap_or(c.prealloc);
+                c.early_migration = o.early_migration.or(c.early_migration);
+                c.memdev_prealloc = o.memdev_prealloc.unwrap_or(c.memdev_prealloc);
+                c
+            })
+            .collect(),
+        backend: dst_backend,
+        main_ram: s.destination.main_ram.unwrap_or(s.source.main_ram),
+        facts: HostFacts { numa_nodes: s.destination.numa_nodes.unwrap_or(s.source.numa_nodes), ..HostFacts::default() },
+        variant: s.variant,
+    };
+    if matches!(mode, Mode::Postcopy { .. }) && !dst_backend.kind.supports_postcopy() {
+        return Err(l.invalid(
+            s.destination.backend.span().start,
+            "destination.backend.kind",
+            vmemsim_model::ModelError::PostcopyUnsupported { backend: dst_backend.kind.name() }.to_string(),
+        ));
+    }
+    let (mut source, _pools) =
+        Vm::realize(&src_cfg).map_err(|e| SimError::Source { path: l.path.clone(), source: e })?;
+    plug_source(l, &mut source)?;
+    let device_index = |name: &str, at: usize, field: &str| -> Result<usize, SimError> {
+        s.devices
+            .iter()
+            .position(|d| d.get_ref().id == name)
+            .ok_or_else(|| l.invalid(at, field, format!("no device with id '{name}'")))
+    };
+    let range = |r: &crate::scenario::RangeSpec, at: usize, field: &str| -> Result<GuestRange, SimError> {
+        let device = device_index(&r.device, at, field)?;
+        let dev = &source.devices[device];
+        guest_range(l, dev, device, r.offset, r.len, at, field)
+    };
+    let mut plan = Plan { mode, ..Plan::default() };
+    for d in &s.guest.data {
+        plan.data.push(range(d.get_ref(), d.span().start, "guest.data")?);
+    }
+    for t in &s.guest.touch {
+        plan.touches.push(range(t.get_ref(), t.span().start, "guest.touch")?);
+    }
+    let mut hints = Vec::new();
+    for h in &s.balloon.hint {
+        let hs = h.get_ref();
+        let device = device_index(&hs.device, h.span().start, "balloon.hint")?;
+        let g = guest_range(l, &source.devices[device], device, hs.offset, hs.len, h.span().start, "balloon.hint")?;
+        hints.push(g);
+        if hs.touch_after {
+            plan.touches.push(g);
+        }
+    }
+    plan.hints = hints.clone();
+    Ok(Built { source, destination: dst_cfg, plan, hints })
+}
+
+/// A range must be 4K-aligned, inside the region, and plugged on the source (the guest only
+/// uses plugged memory).
+fn guest_range(l: &Loaded, dev: &vmemsim_model::VirtioMem, device: usize, offset: Bytes, len: Bytes, at: usize, field: &str) -> Result<GuestRange, SimError> {
+    let page = Bytes(4096);
+    if len.is_zero() || !offset.is_multiple_of(page) || !len.is_multiple_of(page) {
+        return Err(l.invalid(at, field, "offset and len must be non-zero multiples of 4K (the target page size)"));
+    }
+    let end = offset.checked_add(len).filter(|e| *e <= dev.region_size());
+    let Some(end) = end else {
+        return Err(l.invalid(at, field, format!("{}+{} lies beyond the region of {} ({})", offset, len, dev.id(), dev.region_size())));
+    };
+    let bs = dev.block_size();
+    let (first, last) = (offset.blocks(bs).0 as usize, (end.0 - 1) / bs.0);
+    if !dev.bitmap()[first..=last as usize].all() {
+        return Err(l.invalid(at, field, format!("{}+{} is not wholly plugged on {}: the guest only uses plugged memory", offset, len, dev.id())));
+    }
+    Ok(GuestRange { device, offset, len })
+}
+
+/// The guest driver plugs what the scenario says, before migration starts.
+fn plug_source(l: &Loaded, source: &mut Vm) -> Result<(), SimError> {
+    for (i, spanned) in l.scenario.devices.iter().enumerate() {
+        let d = spanned.get_ref();
+        let at = spanned.span().start;
+        let resp = match (&d.plugged_blocks, d.plugged) {
+            (Some(_), Some(_)) => return Err(l.invalid(at, "device.plugged", "give either plugged or plugged_blocks, not both")),
+            (Some(runs), None) => {
+                let mut bad = None;
+                for [first, count] in runs {
+                    if let Some(r) = source.guest_plug(i, BlockIndex(*first), BlockCount(*count), false) {
+                        bad = Some(r);
+                        break;
+                    }
+                }
+                bad
+            }
+            (None, size) => {
+                let size = size.unwrap_or(d.requested);
+                let bs = source.devices[i].block_size();
+                if !size.is_multiple_of(bs) {
+                    return Err(l.invalid(at, "device.plugged", format!("{size} is not a multiple of the block size {bs}")));
+                }
+                source.guest_plug_size(i, size, false)
+            }
+        };
+        if let Some(resp) = resp {
+            let why = match resp {
+                Response::Nack => "more than the requested size",
+                Response::Error => "outside the usable region or already plugged",
+                Response::Busy => "the source could not preallocate it",
+                _ => "refused",
+            };
+            return Err(l.invalid(at, "device.plugged", format!("the guest's PLUG on {} was answered {resp}: {why}", d.id)));
+        }
+    }
+    Ok(())
+}

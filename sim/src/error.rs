@@ -1,0 +1,20 @@
+//! The simulator's one error enum: what is wrong with a scenario and where.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    /// The file could not be read.
+    #[error("{path}: cannot read: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    /// The TOML does not parse or does not fit the scenario format; toml's message names the
+    /// line, column and field.
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    /// A value parsed but makes no sense; names the field and where it is.
+    #[error("{path}:{line}:{column}: {field}: {message}")]
+    Invalid { path: PathBuf, line: usize, column: usize, field: String, message: String },
+    /// The source VM cannot be set up as the scenario says (QEMU would refuse to start it).
+    #[error("{path}: the source cannot start: {source}")]
+    Source { path: PathBuf, source: vmemsim_model::ModelError },
+}
