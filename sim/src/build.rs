@@ -140,8 +140,13 @@ pub fn build(l: &Loaded) -> Result<Built, SimError> {
             vmemsim_model::ModelError::PostcopyUnsupported { backend: dst_backend.kind.name() }.to_string(),
         ));
     }
-    let (mut source, _pools) =
-        Vm::realize(&src_cfg).map_err(|e| SimError::Source { path: l.path.clone(), source: e })?;
+    let (mut source, _pools) = Vm::realize(&src_cfg).map_err(|e| match &e {
+        vmemsim_model::ModelError::Realize { device, .. } => {
+            let at = s.devices.iter().find(|d| &d.get_ref().id == device).map_or(0, |d| d.span().start);
+            l.invalid(at, "device", format!("the source QEMU refuses this device: {e}"))
+        }
+        _ => SimError::Source { path: l.path.clone(), source: e },
+    })?;
     plug_source(l, &mut source)?;
     let device_index = |name: &str, at: usize, field: &str| -> Result<usize, SimError> {
         s.devices

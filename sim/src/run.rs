@@ -33,10 +33,10 @@ pub fn fnv1a(lines: &[String]) -> u64 {
 fn setup_lines(b: &Built) -> Vec<String> {
     let side = |name: &str, machine: &str, backend: &vmemsim_model::Backend, variant| {
         format!(
-            "{name} machine={machine} backend={} page={} capacity={:?} variant={variant}",
+            "{name} machine={machine} backend={} page={} capacity={} variant={variant}",
             backend.kind.name(),
             backend.page_size,
-            backend.capacity.limit().map(|c| c.0)
+            backend.capacity.limit().map_or("unlimited".to_string(), |c| format!("{:#x}", c.0))
         )
     };
     let mut out = vec![side("source", b.source.machine.name(), &b.source.backend, b.source.variant)];
@@ -58,8 +58,15 @@ fn setup_lines(b: &Built) -> Vec<String> {
     out.push(side("destination", dst.machine.name(), &dst.backend, dst.variant));
     for d in &dst.devices {
         out.push(format!(
-            "destination {} ({}): memaddr {} region {} block {:?} node {} prealloc={} x-early-migration={:?}",
-            d.id, d.pci, d.memaddr, d.region_size, d.block_size.map(|b| b.0), d.node, d.prealloc, d.early_migration
+            "destination {} ({}): memaddr {} region {} block {} node {} prealloc={} x-early-migration={}",
+            d.id,
+            d.pci,
+            d.memaddr,
+            d.region_size,
+            d.block_size.map_or("default".to_string(), |b| b.to_string()),
+            d.node,
+            d.prealloc,
+            d.early_migration.map_or("machine-default".to_string(), |b| b.to_string())
         ));
     }
     out

@@ -1,0 +1,120 @@
+//! Bad scenario files get errors that name the field, the line and what is allowed; nothing
+//! panics on user input.
+
+use std::path::Path;
+
+use vmemsim_sim::{build, parse, SimError};
+
+const GOOD: &str = r#"name = "ok"
+[source]
+machine = "q35"
+backend = { kind = "memfd" }
+[destination]
+backend = { kind = "memfd", capacity = "64M" }
+[[device]]
+id = "vmem0"
+pci = "0000:00:03.0"
+memaddr = "0x100000000"
+region = "1G"
+block_size = "2M"
+requested = "256M"
+"#;
+
+fn error(text: &str) -> String {
+    match parse(Path::new("t.toml"), text).and_then(|l| build(&l).map(|_| ())) {
+        Ok(()) => panic!("accepted:\n{text}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn the_good_file_builds() {
+    let l = parse(Path::new("t.toml"), GOOD).unwrap();
+    build(&l).unwrap();
+}
+
+#[test]
+fn a_typo_names_the_field_line_and_the_allowed_fields() {
+    let e = error(&GOOD.replace("requested =", "requestd ="));
+    assert!(e.contains("line 13"), "{e}");
+    assert!(e.contains("unknown field `requestd`"), "{e}");
+    assert!(e.contains("`requested`"), "{e}");
+}
+
+#[test]
+fn a_bad_size_names_its_line_and_the_format() {
+    let e = error(&GOOD.replace("\"1G\"", "\"1Q\""));
+    assert!(e.contains("line 11"), "{e}");
+    assert!(e.contains("'1Q' is not a size"), "{e}");
+}
+
+#[test]
+fn a_bad_backend_kind_lists_the_kinds() {
+    let e = error(&GOOD.replace("kind = \"memfd\" }", "kind = \"ramfs\" }"));
+    assert!(e.contains("line 4"), "{e}");
+    assert!(e.contains("hugetlbfs"), "{e}");
+}
+
+#[test]
+fn qemus_words_for_impossible_devices() {
+    let e = error(&GOOD.replace("block_size = \"2M\"", "block_size = \"3M\""));
+    assert!(e.contains("'block-size' property has to be a power of two"), "{e}");
+    let e = error(&GOOD.replace("region = \"1G\"", "region = \"1025M\""));
+    assert!(e.contains("'memdev' property memdev size has to be multiples of'block-size' (0x200000)"), "{e}");
+}
+
+#[test]
+fn semantic_errors_point_at_the_device() {
+    let e = error(&format!("{GOOD}plugged = \"512M\"\n"));
+    match parse(Path::new("t.toml"), &format!("{GOOD}plugged = \"512M\"\n")).and_then(|l| build(&l).map(|_| ())) {
+        Err(SimError::Invalid { line, field, .. }) => {
+            assert_eq!(line, 7, "the [[device]] table");
+            assert_eq!(field, "device.plugged");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(e.contains("NACK"), "{e}");
+    let e = error(&GOOD.replace("machine = \"q35\"", "machine = \"pc-q35-1.0\""));
+    assert!(e.contains("t.toml:3:"), "{e}");
+    assert!(e.contains("unsupported machine type"), "{e}");
+}
+
+#[test]
+fn guest_ranges_must_be_plugged_and_aligned() {
+    let e = error(&format!("{GOOD}[[guest.touch]]\ndevice = \"vmem0\"\noffset = \"300M\"\nlen = \"4K\"\n"));
+    assert!(e.contains("guest.touch") && e.contains("not wholly plugged"), "{e}");
+    let e = error(&format!("{GOOD}[[balloon.hint]]\ndevice = \"vmem9\"\noffset = \"0\"\nlen = \"4K\"\n"));
+    assert!(e.contains("no device with id 'vmem9'"), "{e}");
+    let e = error(&format!("{GOOD}[[guest.data]]\ndevice = \"vmem0\"\noffset = \"1\"\nlen = \"4K\"\n"));
+    assert!(e.contains("multiples of 4K"), "{e}");
+}
+
+#[test]
+fn postcopy_on_a_regular_file_is_refused() {
+    let text = GOOD.replace("kind = \"memfd\", capacity", "kind = \"regular-file\", capacity") + "[migration]\nmode = \"postcopy\"\n";
+    let e = error(&text);
+    assert!(e.contains("postcopy is not supported on regular-file memory"), "{e}");
+}
+
+#[test]
+fn the_cli_reports_errors_with_exit_status_2() {
+    let dir = std::env::temp_dir().join(format!("vmemsim-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("typo.toml");
+    std::fs::write(&file, GOOD.replace("region =", "regoin =")).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vmemsim")).arg("run").arg(&file).output().unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("unknown field `regoin`") && stderr.contains("line 11"), "{stderr}");
+}
+
+#[test]
+fn the_cli_prints_the_seed_outcome() {
+    let seed = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/seed/two-devices-short-hugetlb.toml");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vmemsim")).arg("run").arg(&seed).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("outcome: failed gracefully (exit status 1) at early section '0000:00:03.0/virtio-mem-device-early'"), "{stdout}");
+    assert!(stdout.contains("expectation: met"), "{stdout}");
+}
