@@ -209,9 +209,15 @@ impl<'de> Deserialize<'de> for Bytes {
     }
 }
 
+/// Writes the form the parser reads back: `2M`, `30G`, or plain bytes.
 impl Serialize for Bytes {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_string().replace(' ', "").replace("iB", ""))
+        const UNITS: [(u32, &str); 4] = [(40, "T"), (30, "G"), (20, "M"), (10, "K")];
+        let text = UNITS
+            .iter()
+            .find(|(shift, _)| self.0 != 0 && self.0 % (1u64 << shift) == 0)
+            .map_or_else(|| self.0.to_string(), |(shift, u)| format!("{}{u}", self.0 >> shift));
+        s.serialize_str(&text)
     }
 }
 
@@ -243,6 +249,20 @@ mod tests {
         assert!(matches!("2X".parse::<Bytes>(), Err(UnitError::NotASize(_))));
         assert!(matches!("M".parse::<Bytes>(), Err(UnitError::NotASize(_))));
         assert!(matches!("99999999999T".parse::<Bytes>(), Err(UnitError::Overflow(_))));
+    }
+
+    #[test]
+    fn serialized_sizes_parse_back() {
+        #[derive(Serialize, Deserialize)]
+        struct W {
+            b: Bytes,
+            g: Gpa,
+        }
+        for v in [0, 1, 4096, 4097, 2 << 20, 8100 << 20, 3 << 40, u64::MAX] {
+            let text = toml::to_string(&W { b: Bytes(v), g: Gpa(v) }).unwrap();
+            let back: W = toml::from_str(&text).unwrap();
+            assert_eq!((back.b, back.g), (Bytes(v), Gpa(v)), "{text}");
+        }
     }
 
     #[test]
