@@ -72,10 +72,13 @@ fn run(file: PathBuf, trace: bool) -> Result<ExitCode, String> {
         }
     }
     print!("{}", report.outcome);
+    for v in &report.violations {
+        println!("property {} violated: {}", v.property, v.detail);
+    }
     println!("trace hash: {:016x}", report.trace_hash);
     let diffs = check_expectations(&l, &report).map_err(|e| e.to_string())?;
     if l.scenario.expect.is_none() {
-        return Ok(ExitCode::SUCCESS);
+        return Ok(if report.violations.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) });
     }
     if diffs.is_empty() {
         println!("expectation: met");

@@ -4,7 +4,7 @@
 mod common;
 
 use vmemsim_model::OutcomeClass;
-use vmemsim_sim::{load, run, Report};
+use vmemsim_sim::{load, run, Sim as Report};
 
 fn report(rel: &str) -> Report {
     let l = load(&common::scenario(rel)).unwrap_or_else(|e| panic!("{e}"));

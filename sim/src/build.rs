@@ -3,15 +3,15 @@
 
 use vmemsim_model::config::HostFacts;
 use vmemsim_model::{
-    Backend, BlockCount, BlockIndex, Bytes, Capacity, DeviceConfig, GuestRange, MachineType, Mode, Plan, Response, Vm,
-    VmConfig,
+    Backend, BlockCount, BlockIndex, Bytes, Capacity, DeviceConfig, GuestRange, MachineType, Mode, Plan, Request, Response,
+    Vm, VmConfig,
 };
 
 use crate::error::SimError;
 use crate::load::Loaded;
-use crate::scenario::{BackendSpec, CapacitySpec, DeviceSpec, ModeSpec};
+use crate::scenario::{BackendSpec, CapacitySpec, DeviceSpec, DrainPoint, ModeSpec, OpSpec};
 
-/// Everything the model needs to run a scenario.
+/// Everything the engine needs to run a scenario.
 #[derive(Clone, Debug)]
 pub struct Built {
     pub source: Vm,
@@ -19,6 +19,17 @@ pub struct Built {
     pub plan: Plan,
     /// Free page hints, kept for the destination's explanation of a run-time fault.
     pub hints: Vec<GuestRange>,
+    /// Guest requests by virtual time (µs): (time, device, request).
+    pub actions: Vec<(u64, usize, Request)>,
+    /// Requested-size changes by virtual time: (time, device, size).
+    pub resizes: Vec<(u64, usize, Bytes)>,
+    /// Competitors draining the destination's pool.
+    pub drains: Vec<(DrainPoint, Bytes)>,
+    /// Cancel the migration at this time and retry to a second destination.
+    pub cancel_at: Option<u64>,
+    /// Channel bytes per virtual second.
+    pub bandwidth: u64,
+    pub seed: u64,
 }
 
 fn backend(spec: &BackendSpec) -> Backend {
@@ -177,7 +188,46 @@ pub fn build(l: &Loaded) -> Result<Built, SimError> {
         }
     }
     plan.hints = hints.clone();
-    Ok(Built { source, destination: dst_cfg, plan, hints })
+    let mut actions = Vec::new();
+    for a in &s.guest.action {
+        let (at, a) = (a.span().start, a.get_ref());
+        let device = device_index(&a.device, at, "guest.action")?;
+        let dev = &source.devices[device];
+        let addr = BlockIndex(a.block)
+            .offset(dev.block_size())
+            .and_then(|o| dev.addr().checked_add(o))
+            .ok_or_else(|| l.invalid(at, "guest.action.block", format!("block {} is beyond any address", a.block)))?;
+        let req = match a.op {
+            OpSpec::Plug => Request::Plug { addr, nb_blocks: a.count },
+            OpSpec::Unplug => Request::Unplug { addr, nb_blocks: a.count },
+            OpSpec::UnplugAll => Request::UnplugAll,
+            OpSpec::State => Request::State { addr, nb_blocks: a.count },
+        };
+        actions.push((a.at_us, device, req));
+    }
+    let mut resizes = Vec::new();
+    for r in &s.manager.resize {
+        let (at, r) = (r.span().start, r.get_ref());
+        let device = device_index(&r.device, at, "manager.resize")?;
+        resizes.push((r.at_us, device, r.requested));
+    }
+    let drains = s.faults.drain.iter().map(|d| (d.get_ref().at, d.get_ref().bytes)).collect();
+    let bandwidth = s.migration.bandwidth.unwrap_or(Bytes::GIB).0;
+    if bandwidth == 0 {
+        return Err(l.invalid(0, "migration.bandwidth", "the bandwidth must be more than zero"));
+    }
+    Ok(Built {
+        source,
+        destination: dst_cfg,
+        plan,
+        hints,
+        actions,
+        resizes,
+        drains,
+        cancel_at: s.faults.cancel_at_us,
+        bandwidth,
+        seed: s.seed,
+    })
 }
 
 /// A range must be 4K-aligned, inside the region, and plugged on the source (the guest only

@@ -1,12 +1,18 @@
-//! vmemsim-sim: scenarios, and the engine that runs them on the vmemsim model.
+//! vmemsim-sim: scenarios, the deterministic engine, properties, and the tools around them.
 
 pub mod build;
+pub mod engine;
 pub mod error;
 pub mod load;
+pub mod oracle;
+pub mod properties;
+pub mod rng;
 pub mod run;
 pub mod scenario;
 
 pub use build::{build, Built};
+pub use engine::{simulate, Sim};
 pub use error::SimError;
 pub use load::{load, parse, Loaded};
-pub use run::{check_expectations, run, run_built, Report};
+pub use properties::{Property, Violation};
+pub use run::{check_expectations, run, run_built};

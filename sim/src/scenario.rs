@@ -1,24 +1,30 @@
 //! The scenario file format (TOML): a source and a destination, their virtio-mem devices and
-//! memory, the migration, the guest's actions, the variant, and the expected outcome.
+//! memory, the migration, the guest's and the manager's actions, faults, the variant, and the
+//! expected outcome. Generated scenarios and shrunk findings are written in the same format.
 
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 use vmemsim_model::{BackendKind, Bytes, Gpa, Variant};
 
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
+}
+
 /// A whole scenario file.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Scenario {
     /// A short title.
     pub name: String,
     /// What the scenario shows and where its facts come from.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub description: String,
-    /// The seed the simulator derives its random streams from.
+    /// The seed of the run's random streams (channel jitter); generated scenarios keep the
+    /// seed they were generated from.
     #[serde(default)]
     pub seed: u64,
     /// The model variant under test (default: faithful QEMU 8.0+).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub variant: Variant,
     pub source: SideSpec,
     pub destination: DestinationSpec,
@@ -26,15 +32,20 @@ pub struct Scenario {
     pub devices: Vec<Spanned<DeviceSpec>>,
     #[serde(default)]
     pub migration: MigrationSpec,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "GuestSpec::is_empty")]
     pub guest: GuestSpec,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "ManagerSpec::is_empty")]
+    pub manager: ManagerSpec,
+    #[serde(default, skip_serializing_if = "BalloonSpec::is_empty")]
     pub balloon: BalloonSpec,
+    #[serde(default, skip_serializing_if = "FaultSpec::is_empty")]
+    pub faults: FaultSpec,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub expect: Option<Spanned<Expect>>,
 }
 
 /// One side's machine and memory.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SideSpec {
     /// Machine type, e.g. `q35`, `pc-q35-7.1`.
@@ -45,19 +56,23 @@ pub struct SideSpec {
     /// The backend of the virtio-mem memdevs.
     pub backend: Spanned<BackendSpec>,
     /// NUMA nodes configured with `-numa` (0: none).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub numa_nodes: u32,
 }
 
 /// The destination: like a side, and every field may default to the source's.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DestinationSpec {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub machine: Option<Spanned<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub main_ram: Option<Bytes>,
     pub backend: Spanned<BackendSpec>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub numa_nodes: Option<u32>,
     /// Overrides every device's `prealloc` on the destination.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub prealloc: Option<bool>,
 }
 
@@ -67,6 +82,7 @@ pub struct DestinationSpec {
 pub struct BackendSpec {
     pub kind: BackendKind,
     /// Page size; default 2M for hugetlb kinds, 4K otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub page_size: Option<Bytes>,
     /// "unlimited" (default) or a size: the huge page pool, or the mount's `size=` quota.
     #[serde(default)]
@@ -110,64 +126,87 @@ impl Serialize for CapacitySpec {
 }
 
 /// One virtio-mem device as the source has it.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceSpec {
     pub id: String,
     /// PCI address, e.g. `0000:00:03.0`.
     pub pci: String,
     /// Memory backend id; default `mem<N>`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub memdev: Option<String>,
     pub memaddr: Gpa,
     /// The memdev's size: the device's region.
     pub region: Bytes,
     /// `block-size`; default QEMU's.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub block_size: Option<Bytes>,
     /// `requested-size`.
     pub requested: Bytes,
     /// What the guest has plugged when migration starts: a size plugged from the lowest block
     /// up (default: the requested size) ...
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub plugged: Option<Bytes>,
     /// ... or explicit runs of blocks, `[[first, count], ...]`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub plugged_blocks: Option<Vec<[u64; 2]>>,
     #[serde(default)]
     pub prealloc: bool,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub node: u32,
     /// `x-early-migration`; default the machine type's.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub early_migration: Option<bool>,
     /// The memory backend's own `prealloc=on` (QEMU refuses it).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub memdev_prealloc: bool,
     /// Differences on the destination (a mismatched configuration).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "DeviceOverrides::is_empty")]
     pub destination: DeviceOverrides,
 }
 
 /// Fields of a device that differ on the destination.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceOverrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub memaddr: Option<Gpa>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub region: Option<Bytes>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub block_size: Option<Bytes>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub node: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub prealloc: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub early_migration: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub memdev_prealloc: Option<bool>,
 }
 
+impl DeviceOverrides {
+    pub fn is_empty(&self) -> bool {
+        *self == DeviceOverrides::default()
+    }
+}
+
 /// How the migration runs.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MigrationSpec {
     #[serde(default)]
     pub mode: ModeSpec,
     /// Postcopy only: the share of page bytes sent before `migrate-start-postcopy` (0-100).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub switch_percent: Option<u8>,
+    /// The channel's bandwidth per virtual second (default 1G): it sets the virtual time at
+    /// which each item arrives, and so where the guest's actions fall.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bandwidth: Option<Bytes>,
 }
 
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ModeSpec {
     #[default]
@@ -176,7 +215,7 @@ pub enum ModeSpec {
 }
 
 /// A byte range of one device's region, by device id.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RangeSpec {
     pub device: String,
@@ -185,27 +224,91 @@ pub struct RangeSpec {
 }
 
 /// What the guest does.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct GuestSpec {
     /// Ranges the guest wrote before migration (sent as normal pages).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub data: Vec<Spanned<RangeSpec>>,
     /// Ranges the guest writes on the destination after switchover.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub touch: Vec<Spanned<RangeSpec>>,
+    /// Requests the guest driver sends at a virtual time: on the source while it runs there
+    /// (BUSY during migration), on the destination after switchover.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub action: Vec<Spanned<ActionSpec>>,
+}
+
+impl GuestSpec {
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty() && self.touch.is_empty() && self.action.is_empty()
+    }
+}
+
+/// One guest request.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionSpec {
+    /// Virtual microseconds after migration starts.
+    pub at_us: u64,
+    pub device: String,
+    pub op: OpSpec,
+    /// First block (plug, unplug, state).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub block: u64,
+    /// Number of blocks (plug, unplug, state), at most 65535.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub count: u16,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OpSpec {
+    Plug,
+    Unplug,
+    UnplugAll,
+    State,
+}
+
+/// What the management software does.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManagerSpec {
+    /// `qom-set <device> requested-size` at a virtual time.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resize: Vec<Spanned<ResizeSpec>>,
+}
+
+impl ManagerSpec {
+    pub fn is_empty(&self) -> bool {
+        self.resize.is_empty()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResizeSpec {
+    pub at_us: u64,
+    pub device: String,
+    pub requested: Bytes,
 }
 
 /// Free page hints from virtio-balloon.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BalloonSpec {
     /// Hinted ranges: never sent; by default the guest touches them after switchover.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hint: Vec<Spanned<HintSpec>>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+impl BalloonSpec {
+    pub fn is_empty(&self) -> bool {
+        self.hint.is_empty()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HintSpec {
     pub device: String,
@@ -220,18 +323,62 @@ fn yes() -> bool {
     true
 }
 
+/// Faults beyond the configuration itself.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultSpec {
+    /// A competitor takes memory from the destination's pool at a point of the migration.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drain: Vec<Spanned<DrainSpec>>,
+    /// The migration is cancelled at this virtual time and retried to a second destination.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cancel_at_us: Option<u64>,
+}
+
+impl FaultSpec {
+    pub fn is_empty(&self) -> bool {
+        self.drain.is_empty() && self.cancel_at_us.is_none()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrainSpec {
+    pub at: DrainPoint,
+    pub bytes: Bytes,
+}
+
+/// Where the competitor strikes.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DrainPoint {
+    /// Right after the last early section (after virtio-mem's preallocation and discard).
+    AfterEarly,
+    /// At POSTCOPY_LISTEN.
+    Listen,
+    /// When the stream ends, before the guest runs on the destination.
+    End,
+}
+
 /// What the scenario expects; `cargo test` and `vmemsim replay` check it.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Expect {
     /// completed, failed, crashed, postcopy-failed or runtime-crash.
     pub outcome: String,
     /// The stage as the outcome prints it, e.g. `RAM load`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub stage: Option<String>,
     /// QEMU's stderr lines, with the `qemu-system-x86_64: ` prefix, exactly.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub stderr: Option<Vec<String>>,
     /// The RAM block and offset of a SIGBUS, e.g. `0000:00:03.0/mem0+0x4000000`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub fault: Option<String>,
     /// The trace hash, as 16 hex digits.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub trace_hash: Option<String>,
+    /// The properties the run violates (a finding's replay); empty: none may be violated.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub violates: Vec<String>,
 }

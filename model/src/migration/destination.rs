@@ -39,6 +39,8 @@ pub struct Destination<H: HostMemory> {
     /// Which devices' plugged blocks were preallocated by the early section.
     preallocated: Vec<bool>,
     lines: Vec<String>,
+    /// How many of the VM's own lines (realize, request warnings) were already copied.
+    vm_lines_seen: usize,
     eof: bool,
 }
 
@@ -56,6 +58,7 @@ impl<H: HostMemory> Destination<H> {
         let n = vm.devices.len();
         let received = vm.blocks.iter().map(|_| RangeSet::new()).collect();
         let lines = vm.lines.clone();
+        let vm_lines_seen = lines.len();
         Destination {
             vm,
             postcopy: PostcopyState::None,
@@ -66,6 +69,7 @@ impl<H: HostMemory> Destination<H> {
             received,
             preallocated: vec![false; n],
             lines,
+            vm_lines_seen,
             eof: false,
         }
     }
@@ -436,7 +440,7 @@ impl<H: HostMemory> Destination<H> {
 
     /// After EOF: the guest runs on the destination and writes `touches`. A write to a page
     /// that cannot be populated is a SIGBUS at run time.
-    pub fn run_guest(mut self, touches: &[GuestRange], hinted: &[GuestRange]) -> Outcome {
+    pub fn run_guest(&mut self, touches: &[GuestRange], hinted: &[GuestRange]) -> Result<(), Outcome> {
         assert!(self.eof, "the guest runs after the stream ended");
         for t in touches {
             let dev = &self.vm.devices[t.device];
@@ -452,14 +456,22 @@ impl<H: HostMemory> Destination<H> {
                 } else {
                     "the page was never populated on the destination and the backend has no memory left"
                 };
-                return Outcome::RuntimeCrash {
+                return Err(Outcome::RuntimeCrash {
                     site: FaultSite { block: name, offset: Bytes(at) },
                     why: why.to_string(),
-                    lines: self.lines,
-                };
+                    lines: std::mem::take(&mut self.lines),
+                });
             }
         }
-        Outcome::Completed { lines: self.lines }
+        Ok(())
+    }
+
+    /// The migration completed and the guest ran: the outcome, with the lines QEMU printed.
+    pub fn finish(mut self) -> Outcome {
+        assert!(self.eof, "a migration completes at EOF");
+        let mut lines = std::mem::take(&mut self.lines);
+        lines.extend(self.vm.lines.drain(..).skip(self.vm_lines_seen));
+        Outcome::Completed { lines }
     }
 
     /// Lines QEMU printed so far (warnings).

@@ -19,7 +19,10 @@ pub fn feed<H: HostMemory>(mut dest: Destination<H>, items: &[Item], plan: &Plan
     }
     assert!(dest.eof_seen(), "the source's stream ends with EOF");
     let hints: &[_] = if plan.is_postcopy() { &[] } else { &plan.hints };
-    dest.run_guest(&plan.touches, hints)
+    match dest.run_guest(&plan.touches, hints) {
+        Ok(()) => dest.finish(),
+        Err(outcome) => outcome,
+    }
 }
 
 /// Migrates `src` into `dest` with `plan` and returns the outcome.

@@ -1,0 +1,427 @@
+//! The deterministic engine: virtual time, an event queue ordered by (time, sequence), and the
+//! actors (source, channel, destination, guest, manager, competitor, fault injector). Every step
+//! is a stable trace line and every property is checked as the run goes.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+use vmemsim_model::device::Bitmap;
+use vmemsim_model::migration::destination::{Destination, PostcopyState};
+use vmemsim_model::migration::item::Item;
+use vmemsim_model::migration::outcome::Stage;
+use vmemsim_model::migration::source;
+use vmemsim_model::{Bytes, HostMemory, ModelMemory, Outcome, OutcomeClass, Request, Vm};
+
+use crate::build::Built;
+use crate::oracle;
+use crate::properties::{Property, Violation};
+use crate::rng::{Actor, Stream};
+use crate::scenario::DrainPoint;
+
+/// Virtual time a cancelled migration waits before it is retried.
+const RETRY_DELAY_US: u64 = 1_000;
+
+/// The result of one simulated run.
+#[derive(Clone, Debug)]
+pub struct Sim {
+    pub outcome: Outcome,
+    pub trace: Vec<String>,
+    pub trace_hash: u64,
+    /// At most one violation per property: the first.
+    pub violations: Vec<Violation>,
+}
+
+impl Sim {
+    pub fn violates(&self, p: Property) -> bool {
+        self.violations.iter().any(|v| v.property == p)
+    }
+}
+
+/// 64-bit FNV-1a over the trace lines: stable across machines, Rust versions and runs.
+pub fn fnv1a(lines: &[String]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for line in lines {
+        for b in line.bytes().chain(std::iter::once(b'\n')) {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    h
+}
+
+/// Where the guest runs.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum Guest {
+    Source,
+    /// Stopped for switchover: its requests wait.
+    Paused,
+    Destination,
+}
+
+#[derive(Clone, Debug)]
+enum Event {
+    Request(usize, Request),
+    Resize(usize, Bytes),
+}
+
+struct Run<'a> {
+    b: &'a Built,
+    src: Vm,
+    now: u64,
+    queue: BinaryHeap<Reverse<(u64, u64, usize)>>,
+    events: Vec<Event>,
+    trace: Vec<String>,
+    violations: Vec<Violation>,
+    channel: Stream,
+}
+
+impl<'a> Run<'a> {
+    fn log(&mut self, who: &str, text: impl AsRef<str>) {
+        self.trace.push(format!("t={:>10} {who}: {}", self.now, text.as_ref()));
+    }
+
+    fn violate(&mut self, property: Property, detail: String) {
+        if !self.violations.iter().any(|v| v.property == property) {
+            let step = self.trace.len();
+            self.trace.push(format!("t={:>10} property {property} violated: {detail}", self.now));
+            self.violations.push(Violation { property, step, detail });
+        }
+    }
+
+    /// Runs the queued events up to `until` on the side where the guest runs.
+    fn run_events(&mut self, until: u64, guest: Guest, dest: &mut Option<Destination<ModelMemory>>, busy_src: bool) {
+        if guest == Guest::Paused {
+            return;
+        }
+        while let Some(Reverse((t, _, idx))) = self.queue.peek().copied() {
+            if t > until {
+                break;
+            }
+            self.queue.pop();
+            let saved = self.now;
+            self.now = self.now.max(t);
+            let (side, vm, busy): (&str, &mut Vm, bool) = match (guest, dest.as_mut()) {
+                (Guest::Destination, Some(d)) => {
+                    let busy = d.in_incoming_postcopy();
+                    ("destination", d.vm_mut(), busy)
+                }
+                _ => ("source", &mut self.src, busy_src),
+            };
+            let line = match self.events[idx].clone() {
+                Event::Request(dev, req) => {
+                    let resp = vm.request(dev, req, busy);
+                    format!("guest {} {req} -> {resp}", vm.devices[dev].id())
+                }
+                Event::Resize(dev, size) => match vm.devices[dev].set_requested_size(size) {
+                    Ok(()) => format!("manager {} requested-size {size}", vm.devices[dev].id()),
+                    Err(e) => format!("manager refused: {e}"),
+                },
+            };
+            self.log(side, line);
+            self.now = saved.max(t);
+            self.check_invariants(dest.as_ref());
+        }
+    }
+
+    /// Property 6 on both sides.
+    fn check_invariants(&mut self, dest: Option<&Destination<ModelMemory>>) {
+        let mut broken = None;
+        for d in self.src.devices.iter().chain(dest.into_iter().flat_map(|d| d.vm().devices.iter())) {
+            if let Err(e) = d.check_invariant() {
+                broken = Some(e);
+                break;
+            }
+        }
+        if let Some(e) = broken {
+            self.violate(Property::PluggedSizeInvariant, e);
+        }
+    }
+
+    /// Property 5 while migrating: the source's plug state is what it was at setup.
+    fn check_frozen(&mut self, snapshot: &[(Bytes, Bitmap)]) {
+        let changed = self
+            .src
+            .devices
+            .iter()
+            .zip(snapshot)
+            .find(|(d, (size, bits))| d.size() != *size || d.bitmap() != bits)
+            .map(|(d, (size, _))| format!("{} changed from {} to {} plugged while migrating", d.id(), size, d.size()));
+        if let Some(c) = changed {
+            self.violate(Property::PlugStateFrozen, c);
+        }
+    }
+
+    fn cost_us(&mut self, item: &Item) -> u64 {
+        let bytes = match item {
+            Item::Ram { len, .. } => len.0,
+            _ => 64,
+        };
+        let transfer = (bytes as u128 * 1_000_000 / self.b.bandwidth as u128) as u64;
+        1 + transfer + self.channel.below(8)
+    }
+}
+
+fn drain(run: &mut Run, dest: &mut Destination<ModelMemory>, at: DrainPoint) {
+    let drains: Vec<Bytes> = run.b.drains.iter().filter(|(p, _)| *p == at).map(|(_, b)| *b).collect();
+    for bytes in drains {
+        // The destination's device pool is the second pool of `Vm::realize` (see vm.rs).
+        let took = dest.vm_mut().host.drain_pool(vmemsim_model::model_memory::PoolId(1), bytes);
+        run.log("competitor", format!("takes {took} from the destination's pool at {at:?}"));
+    }
+}
+
+/// Property 4 (a): with postcopy advised, no virtio-mem page is present before pages arrive.
+fn clean_slate_before_pages(run: &mut Run, dest: &Destination<ModelMemory>) {
+    for d in &dest.vm().devices {
+        let present = dest.vm().host.populated(d.ram_block(), Bytes::ZERO, d.region_size());
+        if !present.is_zero() {
+            let detail = format!("{} of {} present after the early section with postcopy advised", present, d.id());
+            run.violate(Property::PostcopyCleanSlate, detail);
+            return;
+        }
+    }
+}
+
+/// Property 4 (b): at LISTEN, only received pages are present.
+fn clean_slate_at_listen(run: &mut Run, dest: &Destination<ModelMemory>) {
+    for (bi, block) in dest.vm().blocks.iter().enumerate() {
+        if block.device.is_none() {
+            continue;
+        }
+        let present = dest.vm().host.populated(block.id, Bytes::ZERO, block.len).0;
+        let received = dest.received(bi).total();
+        if present > received {
+            let detail = format!("{} present but only {} received in {} at LISTEN", Bytes(present), Bytes(received), block.name);
+            run.violate(Property::PostcopyCleanSlate, detail);
+            return;
+        }
+    }
+}
+
+/// Properties 2, 3 and 5 at the end of a precopy stream, before the guest runs.
+fn check_at_eof(run: &mut Run, dest: &Destination<ModelMemory>, premise_new_prealloc: bool) {
+    let precopy = !run.b.plan.is_postcopy();
+    let mut found = Vec::new();
+    for (d, s) in dest.vm().devices.iter().zip(&run.src.devices) {
+        if d.bitmap() != s.bitmap() || d.size() != s.size() {
+            let detail = format!("{} ends with {} plugged, the source has {}", d.id(), d.size(), s.size());
+            found.push((Property::PlugStateFrozen, detail));
+        }
+        let host = &dest.vm().host;
+        if precopy {
+            let unplugged: u64 = d.unplugged_runs().into_iter().map(|r| d.run_bytes(r)).map(|(o, l)| host.populated(d.ram_block(), o, l).0).sum();
+            if unplugged > 0 {
+                let detail = format!("{} of unplugged blocks of {} are populated after precopy", Bytes(unplugged), d.id());
+                found.push((Property::UnpluggedNotPopulated, detail));
+            }
+        }
+        if precopy && premise_new_prealloc {
+            let plugged: u64 = d.plugged_runs().into_iter().map(|r| d.run_bytes(r)).map(|(o, l)| host.populated(d.ram_block(), o, l).0).sum();
+            if plugged != d.size().0 {
+                let detail = format!("only {} of {} plugged in {} is populated after precopy with prealloc", Bytes(plugged), d.size(), d.id());
+                found.push((Property::PluggedPopulated, detail));
+            }
+        }
+    }
+    for (p, detail) in found {
+        run.violate(p, detail);
+    }
+}
+
+/// Runs a built scenario through the engine.
+pub fn simulate(b: &Built) -> Sim {
+    let mut run = Run {
+        b,
+        src: b.source.clone(),
+        now: 0,
+        queue: BinaryHeap::new(),
+        events: Vec::new(),
+        trace: Vec::new(),
+        violations: Vec::new(),
+        channel: Stream::new(b.seed, Actor::Channel),
+    };
+    for (seq, &(t, dev, req)) in b.actions.iter().enumerate() {
+        run.events.push(Event::Request(dev, req));
+        run.queue.push(Reverse((t, seq as u64, run.events.len() - 1)));
+    }
+    for (i, &(t, dev, size)) in b.resizes.iter().enumerate() {
+        run.events.push(Event::Resize(dev, size));
+        run.queue.push(Reverse((t, (b.actions.len() + i) as u64, run.events.len() - 1)));
+    }
+    setup_lines(&mut run);
+    let premise = oracle::new_machine_prealloc(b);
+    let outcome = migrate(&mut run, premise);
+    run.now = run.now.max(0);
+    run.log("outcome", format!("{} {}", outcome.class(), outcome.stage().map(|s| s.to_string()).unwrap_or_default()));
+    final_checks(&mut run, &outcome, premise);
+    let trace_hash = fnv1a(&run.trace);
+    Sim { outcome, trace: run.trace, trace_hash, violations: run.violations }
+}
+
+fn setup_lines(run: &mut Run) {
+    let b = run.b;
+    let side = |name: &str, machine: &str, backend: &vmemsim_model::Backend| {
+        format!(
+            "{name} machine={machine} backend={} page={} capacity={} variant={}",
+            backend.kind.name(),
+            backend.page_size,
+            backend.capacity.limit().map_or("unlimited".to_string(), |c| format!("{:#x}", c.0)),
+            b.destination.variant
+        )
+    };
+    let mut lines = vec![side("source", b.source.machine.name(), &b.source.backend)];
+    for d in &b.source.devices {
+        lines.push(format!(
+            "source {} ({}): region {} block {} requested {} plugged {} in {} runs, prealloc={} early-migration={}",
+            d.id(),
+            d.pci(),
+            d.region_size(),
+            d.block_size(),
+            d.requested_size(),
+            d.size(),
+            d.plugged_runs().len(),
+            d.prealloc(),
+            d.early_migration()
+        ));
+    }
+    let dst = &b.destination;
+    lines.push(side("destination", dst.machine.name(), &dst.backend));
+    for d in &dst.devices {
+        lines.push(format!(
+            "destination {} ({}): memaddr {} region {} block {} node {} prealloc={} x-early-migration={}",
+            d.id,
+            d.pci,
+            d.memaddr,
+            d.region_size,
+            d.block_size.map_or("default".to_string(), |b| b.to_string()),
+            d.node,
+            d.prealloc,
+            d.early_migration.map_or("machine-default".to_string(), |b| b.to_string())
+        ));
+    }
+    for l in lines {
+        run.log("setup", l);
+    }
+}
+
+/// One or two attempts (a cancelled one and its retry); returns the destination's outcome.
+fn migrate(run: &mut Run, premise: bool) -> Outcome {
+    let b = run.b;
+    let mut cancel_at = b.cancel_at;
+    'attempt: loop {
+        let dest_vm = match Vm::realize(&b.destination) {
+            Ok((vm, _)) => vm,
+            Err(e) => return Outcome::Failed { stage: Stage::Startup, lines: vec![e.to_string()] },
+        };
+        let mut dest = Some(Destination::new(dest_vm));
+        let items = source::stream(&run.src, &b.plan);
+        let snapshot: Vec<(Bytes, Bitmap)> = run.src.devices.iter().map(|d| (d.size(), d.bitmap().clone())).collect();
+        let mut guest = Guest::Source;
+        let mut pages_seen = false;
+        let mut early_seen = false;
+        run.log("source", "migration starts");
+        for item in &items {
+            run.now += run.cost_us(item);
+            if let Some(c) = cancel_at {
+                let switched = dest.as_ref().is_some_and(|d| d.postcopy_state() >= PostcopyState::Discard) || guest != Guest::Source;
+                if run.now >= c && !switched {
+                    cancel_at = None;
+                    run.log("manager", "migrate_cancel: the first destination is dropped");
+                    run.run_events(run.now + RETRY_DELAY_US, Guest::Source, &mut None, false);
+                    run.now += RETRY_DELAY_US;
+                    run.log("manager", "migration retried to a second destination");
+                    continue 'attempt;
+                }
+            }
+            run.run_events(run.now, guest, &mut dest, true);
+            let d = dest.as_mut().expect("the destination exists during the attempt");
+            // Where the guest runs: paused for switchover, then on the destination after RUN.
+            match item {
+                Item::SwitchoverStart | Item::Late(_) if !b.plan.is_postcopy() => guest = Guest::Paused,
+                Item::RamDiscard { .. } | Item::Listen => guest = Guest::Paused,
+                Item::Run => guest = Guest::Destination,
+                _ => {}
+            }
+            let item = match item {
+                // The late section is written at completion, from the source's state then.
+                Item::Late(l) => {
+                    let dev = run.src.devices.iter().find(|dv| dv.late_idstr() == l.idstr).expect("late section of a device");
+                    Item::Late(Box::new(source::late_section(dev)))
+                }
+                other => other.clone(),
+            };
+            if early_seen && !matches!(item, Item::Early(_)) {
+                early_seen = false;
+                drain(run, d, DrainPoint::AfterEarly);
+            }
+            if d.postcopy_advised() && !pages_seen {
+                let virtio_page = matches!(&item, Item::Ram { block, .. } if d.vm().blocks.get(*block).is_some_and(|bl| bl.device.is_some()));
+                if virtio_page || item == Item::Listen {
+                    pages_seen = true;
+                    clean_slate_before_pages(run, d);
+                }
+            }
+            if item == Item::Listen {
+                drain(run, d, DrainPoint::Listen);
+            }
+            let line = item.to_string();
+            run.log("channel", line);
+            let result = d.apply(&item);
+            if matches!(item, Item::Early(_)) {
+                early_seen = true;
+            }
+            if let Err(outcome) = result {
+                return outcome;
+            }
+            if item == Item::Listen {
+                clean_slate_at_listen(run, d);
+            }
+            run.check_invariants(Some(d));
+            run.check_frozen(&snapshot);
+        }
+        // The stream ended: the guest runs on the destination.
+        let mut d = dest.take().expect("the destination exists");
+        drain(run, &mut d, DrainPoint::End);
+        check_at_eof(run, &d, premise);
+        // The guest only touches memory that is plugged where it runs now.
+        let touches: Vec<_> = b
+            .plan
+            .touches
+            .iter()
+            .copied()
+            .filter(|t| {
+                let dev = &d.vm().devices[t.device];
+                let bs = dev.block_size().0;
+                let (first, last) = (t.offset.0 / bs, (t.offset.0 + t.len.0 - 1) / bs);
+                dev.bitmap()[first as usize..=last as usize].all()
+            })
+            .collect();
+        let hints: &[_] = if b.plan.is_postcopy() { &[] } else { &b.plan.hints };
+        if let Err(outcome) = d.run_guest(&touches, hints) {
+            return outcome;
+        }
+        run.log("guest", format!("runs on the destination, touched {} ranges", touches.len()));
+        let mut holder = Some(d);
+        run.run_events(u64::MAX, Guest::Destination, &mut holder, false);
+        return holder.take().expect("the destination exists").finish();
+    }
+}
+
+/// Properties 1, 2 (run-time), 4 (EEXIST) and 7 on the outcome.
+fn final_checks(run: &mut Run, outcome: &Outcome, premise: bool) {
+    let b = run.b;
+    if premise && outcome.class() == OutcomeClass::Crashed {
+        run.violate(Property::GracefulCapacityFailure, format!("SIGBUS at {} on a new machine with prealloc", outcome.stage().map(|s| s.to_string()).unwrap_or_default()));
+    }
+    if premise && !b.plan.is_postcopy() && outcome.class() == OutcomeClass::RuntimeCrash {
+        run.violate(Property::PluggedPopulated, "the guest hit SIGBUS after a precopy migration with prealloc on a new machine".into());
+    }
+    if outcome.class() == OutcomeClass::PostcopyFailed && outcome.lines().iter().any(|l| l.contains("File exists")) {
+        run.violate(Property::PostcopyCleanSlate, "a postcopy placement hit EEXIST".into());
+    }
+    if let Some(class) = oracle::predict(b) {
+        if class != outcome.class() {
+            run.violate(Property::ReferenceTable, format!("the reference table predicts {class}, the run ended {}", outcome.class()));
+        }
+    }
+}
