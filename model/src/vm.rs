@@ -132,6 +132,14 @@ impl<H: HostMemory> Vm<H> {
         self.guest_plug(dev, first, want, busy)
     }
 
+    /// The page size of a RAM block: the backend's for virtio-mem memdevs, 4 KiB for main RAM.
+    pub fn host_page_size(&self, id: RamBlockId) -> Bytes {
+        match self.blocks.iter().find(|b| b.id == id).and_then(|b| b.device) {
+            Some(_) => self.backend.page_size,
+            None => crate::backend::HOST_PAGE_SIZE,
+        }
+    }
+
     /// The RAM block info of device `dev`'s memdev.
     pub fn device_block(&self, dev: usize) -> &RamBlockInfo {
         self.blocks.iter().find(|b| b.device == Some(dev)).expect("every device has a RAM block")

@@ -1,8 +1,10 @@
 //! vmemsim-sim: scenarios, the deterministic engine, properties, and the tools around them.
 
 pub mod build;
+pub mod campaign;
 pub mod engine;
 pub mod error;
+pub mod gen;
 pub mod load;
 pub mod oracle;
 pub mod properties;

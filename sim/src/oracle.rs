@@ -31,7 +31,11 @@ pub fn predict(b: &Built) -> Option<OutcomeClass> {
     let mut early = None;
     let mut prealloc = None;
     for (s, d) in src.devices.iter().zip(&dest_vm.devices) {
-        let same = s.addr() == d.addr() && s.region_size() == d.region_size() && s.block_size() == d.block_size() && s.node() == d.node();
+        let same = s.addr() == d.addr()
+            && s.region_size() == d.region_size()
+            && s.block_size() == d.block_size()
+            && s.node() == d.node()
+            && s.config().early_migration == d.config().early_migration;
         if !same || *early.get_or_insert(d.config().early_migration) != d.config().early_migration {
             return None;
         }

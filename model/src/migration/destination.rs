@@ -36,6 +36,9 @@ pub struct Destination<H: HostMemory> {
     late_loaded: Vec<bool>,
     /// Which pages arrived (the receivedmap), per local RAM block.
     received: Vec<RangeSet>,
+    /// Which pages were placed with userfaultfd, per local RAM block: QEMU places whole host
+    /// pages once all their target pages arrived (`ram_load_postcopy`'s tmp_huge_page).
+    placed: Vec<RangeSet>,
     /// Which devices' plugged blocks were preallocated by the early section.
     preallocated: Vec<bool>,
     lines: Vec<String>,
@@ -56,7 +59,7 @@ impl<H: HostMemory> Destination<H> {
     /// A destination started with `-incoming`: realize skipped the initial discard.
     pub fn new(vm: Vm<H>) -> Destination<H> {
         let n = vm.devices.len();
-        let received = vm.blocks.iter().map(|_| RangeSet::new()).collect();
+        let received: Vec<RangeSet> = vm.blocks.iter().map(|_| RangeSet::new()).collect();
         let lines = vm.lines.clone();
         let vm_lines_seen = lines.len();
         Destination {
@@ -66,6 +69,7 @@ impl<H: HostMemory> Destination<H> {
             block_map: None,
             early_loaded: vec![false; n],
             late_loaded: vec![false; n],
+            placed: received.clone(),
             received,
             preallocated: vec![false; n],
             lines,
@@ -331,20 +335,35 @@ impl<H: HostMemory> Destination<H> {
         let end = offset.checked_add(len).filter(|e| *e <= info.len);
         assert!(end.is_some(), "page run {:#x}+{:#x} beyond block '{}'", offset.0, len.0, info.name);
         if self.postcopy >= PostcopyState::Listening {
-            // ram_load_postcopy → postcopy_place_page: UFFDIO_COPY.
-            if let Err(err) = self.vm.host.place(info.id, offset, len) {
-                let placed = err.offset.checked_sub(offset).unwrap_or(Bytes::ZERO);
-                self.received[local].insert(offset.0, offset.0 + placed.0);
-                let page = self.vm.backend.page_size.0;
-                let mut l = std::mem::take(&mut self.lines);
-                // The host pointers QEMU prints are replaced by block+offset [INF: the format
-                // is postcopy_place_page's "%s: %s copy host: %p from: %p (size: %zd)"].
-                l.push(format!(
-                    "postcopy_place_page: {} copy host: {}+0x{:x} (size: {page})",
-                    err.errno, info.name, err.offset.0
-                ));
-                return Err(Outcome::PostcopyFailed { stage: Stage::PostcopyPlacement, lines: l });
+            // ram_load_postcopy gathers target pages until their host page is complete, then
+            // places the host page atomically (postcopy_place_page: UFFDIO_COPY).
+            self.received[local].insert(offset.0, offset.0 + len.0);
+            let page = self.vm.host_page_size(info.id).0;
+            let (lo, hi) = (offset.0 - offset.0 % page, (offset.0 + len.0).div_ceil(page) * page);
+            let mut ready = RangeSet::new();
+            for (s, e) in self.received[local].within(lo, hi.min(info.len.0)) {
+                let (s, e) = (s.div_ceil(page) * page, e - e % page);
+                if s < e {
+                    ready.insert(s, e);
+                }
             }
+            for (s, e) in self.placed[local].within(lo, hi) {
+                ready.remove(s, e);
+            }
+            for (s, e) in ready.iter() {
+                self.placed[local].insert(s, e);
+                if let Err(err) = self.vm.host.place(info.id, Bytes(s), Bytes(e - s)) {
+                    let mut l = std::mem::take(&mut self.lines);
+                    // The host pointers QEMU prints are replaced by block+offset [INF: the
+                    // format is postcopy_place_page's "%s: %s copy host: %p from: %p (size: %zd)"].
+                    l.push(format!(
+                        "postcopy_place_page: {} copy host: {}+0x{:x} (size: {page})",
+                        err.errno, info.name, err.offset.0
+                    ));
+                    return Err(Outcome::PostcopyFailed { stage: Stage::PostcopyPlacement, lines: l });
+                }
+            }
+            return Ok(());
         } else if let Err(sigbus) = self.vm.host.load(info.id, offset, len, kind) {
             let lines = std::mem::take(&mut self.lines);
             return Err(Outcome::Crashed {

@@ -1,0 +1,159 @@
+//! Campaigns: many seeds over all cores. Results are collected per seed and sorted, so they do
+//! not depend on the thread count; shards split the seed space so that the union of shards is
+//! one big run.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use vmemsim_model::Variant;
+
+use crate::build::build;
+use crate::engine::{simulate, Sim};
+use crate::gen::{generate, swarm, FaultKind};
+use crate::load::Loaded;
+use crate::properties::Property;
+use crate::scenario::Scenario;
+
+/// `--shard i/n`: this process runs the seeds whose index is `i` modulo `n`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Shard {
+    pub index: u64,
+    pub count: u64,
+}
+
+impl Shard {
+    pub const WHOLE: Shard = Shard { index: 0, count: 1 };
+
+    pub fn parse(s: &str) -> Result<Shard, String> {
+        let bad = || format!("'{s}' is not a shard: write i/n with 0 <= i < n, e.g. 0/4");
+        let (i, n) = s.split_once('/').ok_or_else(bad)?;
+        let (index, count): (u64, u64) = (i.parse().map_err(|_| bad())?, n.parse().map_err(|_| bad())?);
+        if count == 0 || index >= count {
+            return Err(bad());
+        }
+        Ok(Shard { index, count })
+    }
+}
+
+/// What a campaign runs.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// How many seed indices (before sharding); `None`: until `time` runs out.
+    pub runs: Option<u64>,
+    /// The first seed.
+    pub seed: u64,
+    pub threads: usize,
+    pub shard: Shard,
+    pub variant: Variant,
+    pub time: Option<Duration>,
+}
+
+/// The result of one seed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SeedResult {
+    pub seed: u64,
+    /// The outcome class, or why the generated scenario could not be built (a generator bug).
+    pub class: Result<String, String>,
+    pub violations: Vec<Property>,
+    pub faults: Vec<FaultKind>,
+}
+
+/// A campaign's summary, in seed order.
+#[derive(Clone, Debug, Default)]
+pub struct Summary {
+    pub runs: u64,
+    pub by_class: BTreeMap<String, u64>,
+    /// Violations per property: count and lowest seed.
+    pub by_property: BTreeMap<Property, (u64, u64)>,
+    pub generator_errors: Vec<(u64, String)>,
+    /// Seeds with at least one violation, ascending.
+    pub findings: Vec<u64>,
+    pub elapsed: Duration,
+}
+
+/// A generated scenario as if loaded from a file named after its seed.
+pub fn loaded(scenario: Scenario) -> Loaded {
+    Loaded { path: format!("<seed {}>", scenario.seed).into(), text: String::new(), scenario }
+}
+
+/// Generates, builds and simulates one seed.
+pub fn run_seed(seed: u64, variant: Variant) -> (SeedResult, Option<Sim>) {
+    let l = loaded(generate(seed, variant));
+    let faults = swarm(seed);
+    match build(&l) {
+        Err(e) => (SeedResult { seed, class: Err(e.to_string()), violations: vec![], faults }, None),
+        Ok(b) => {
+            let sim = simulate(&b);
+            let violations = sim.violations.iter().map(|v| v.property).collect();
+            (SeedResult { seed, class: Ok(sim.outcome.class().name().to_string()), violations, faults }, Some(sim))
+        }
+    }
+}
+
+/// The seeds of a campaign, in order.
+pub fn seeds(opts: &Options, index: u64) -> u64 {
+    opts.seed.wrapping_add(index * opts.shard.count + opts.shard.index)
+}
+
+/// Runs a campaign; `progress(done, findings)` is called from the workers now and then.
+pub fn campaign(opts: &Options, progress: &(dyn Fn(u64, u64) + Sync)) -> Summary {
+    let start = Instant::now();
+    let total = opts.runs.map(|r| r / opts.shard.count + u64::from(r % opts.shard.count > opts.shard.index));
+    let next = AtomicU64::new(0);
+    let findings = AtomicU64::new(0);
+    let results = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..opts.threads.max(1) {
+            scope.spawn(|| {
+                let mut mine = Vec::new();
+                loop {
+                    if opts.time.is_some_and(|t| start.elapsed() >= t) {
+                        break;
+                    }
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if total.is_some_and(|t| i >= t) {
+                        break;
+                    }
+                    let (r, _) = run_seed(seeds(opts, i), opts.variant);
+                    if !r.violations.is_empty() {
+                        findings.fetch_add(1, Ordering::Relaxed);
+                    }
+                    mine.push(r);
+                    if mine.len() % 64 == 0 {
+                        progress(next.load(Ordering::Relaxed).min(total.unwrap_or(u64::MAX)), findings.load(Ordering::Relaxed));
+                    }
+                }
+                results.lock().expect("no worker panics while holding the lock").extend(mine);
+            });
+        }
+    });
+    let mut results = results.into_inner().expect("workers finished");
+    results.sort_by_key(|r| r.seed);
+    let mut s = Summary { runs: results.len() as u64, elapsed: start.elapsed(), ..Summary::default() };
+    for r in &results {
+        match &r.class {
+            Ok(c) => *s.by_class.entry(c.clone()).or_default() += 1,
+            Err(e) => s.generator_errors.push((r.seed, e.clone())),
+        }
+        for p in &r.violations {
+            let e = s.by_property.entry(*p).or_insert((0, r.seed));
+            e.0 += 1;
+        }
+        if !r.violations.is_empty() {
+            s.findings.push(r.seed);
+        }
+    }
+    s
+}
+
+/// Writes a scenario as TOML.
+pub fn write_scenario(path: &Path, scenario: &Scenario) -> std::io::Result<()> {
+    let text = toml::to_string(scenario).map_err(std::io::Error::other)?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(path, text)
+}
