@@ -1,10 +1,14 @@
 //! The `vmemsim` command line: parses arguments, calls the simulator, prints.
 
+mod campaign_cmd;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use vmemsim_model::{Capacity, Mode};
+use vmemsim_model::{Capacity, Mode, Variant};
+use vmemsim_sim::campaign::{Options, Shard};
 use vmemsim_sim::{build, check_expectations, load, run_built, Built, Loaded};
 
 #[derive(Parser)]
@@ -24,12 +28,51 @@ enum Command {
         #[arg(long)]
         trace: bool,
     },
+    /// Rerun a scenario and check its expected outcome, trace hash and violated properties.
+    Replay {
+        file: PathBuf,
+        #[arg(long)]
+        trace: bool,
+    },
+    /// Run many generated scenarios, shrink what they find, and save it under scenarios/found/.
+    Campaign {
+        /// How many seeds (before sharding). Without --runs and --time: 10000.
+        #[arg(long)]
+        runs: Option<u64>,
+        /// The first seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Worker threads (default: all cores). Results do not depend on it.
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Run only seed indices i modulo n, e.g. 0/4; the union of all shards is one run.
+        #[arg(long, value_parser = campaign_cmd::parse_shard, default_value = "0/1")]
+        shard: Shard,
+        /// The model variant under test.
+        #[arg(long, value_parser = campaign_cmd::parse_variant, default_value = "faithful")]
+        variant: Variant,
+        /// Stop after this long (e.g. 30s, 2m).
+        #[arg(long, value_parser = campaign_cmd::parse_duration)]
+        time: Option<Duration>,
+        /// Where findings are written.
+        #[arg(long, default_value = "scenarios/found")]
+        found_dir: PathBuf,
+        /// Time budget for shrinking each finding.
+        #[arg(long, value_parser = campaign_cmd::parse_duration, default_value = "10s")]
+        shrink_time: Duration,
+        /// Report findings without shrinking or writing them.
+        #[arg(long)]
+        no_shrink: bool,
+        /// Stop at the first finding (the same one whatever the thread count).
+        #[arg(long)]
+        stop_on_finding: bool,
+    },
 }
 
 fn describe(l: &Loaded, b: &Built) {
     let s = &l.scenario;
     println!("scenario: {}", s.name);
-    if s.variant != vmemsim_model::Variant::Faithful {
+    if s.variant != Variant::Faithful {
         println!("variant: {}", s.variant);
     }
     let side = |name: &str, machine: &str, backend: &vmemsim_model::Backend| {
@@ -60,8 +103,11 @@ fn describe(l: &Loaded, b: &Built) {
     }
 }
 
-fn run(file: PathBuf, trace: bool) -> Result<ExitCode, String> {
+fn run(file: PathBuf, trace: bool, replay: bool) -> Result<ExitCode, String> {
     let l = load(&file).map_err(|e| e.to_string())?;
+    if replay && l.scenario.expect.is_none() {
+        return Err(format!("{}: replay needs an [expect] table to check against", file.display()));
+    }
     let b = build(&l).map_err(|e| e.to_string())?;
     describe(&l, &b);
     let report = run_built(&b);
@@ -78,7 +124,7 @@ fn run(file: PathBuf, trace: bool) -> Result<ExitCode, String> {
     println!("trace hash: {:016x}", report.trace_hash);
     let diffs = check_expectations(&l, &report).map_err(|e| e.to_string())?;
     if l.scenario.expect.is_none() {
-        return Ok(if report.violations.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) });
+        return Ok(if diffs.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) });
     }
     if diffs.is_empty() {
         println!("expectation: met");
@@ -95,7 +141,15 @@ fn run(file: PathBuf, trace: bool) -> Result<ExitCode, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run { file, trace } => run(file, trace),
+        Command::Run { file, trace } => run(file, trace, false),
+        Command::Replay { file, trace } => run(file, trace, true),
+        Command::Campaign { runs, seed, threads, shard, variant, time, found_dir, shrink_time, no_shrink, stop_on_finding } => {
+            let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            let runs = if runs.is_none() && time.is_none() { Some(10_000) } else { runs };
+            let options = Options { runs, seed, threads, shard, variant, time, stop_on_finding };
+            campaign_cmd::run(campaign_cmd::Args { options, found_dir, shrink_time, shrink: !no_shrink })
+                .map(|found| if found { ExitCode::from(1) } else { ExitCode::SUCCESS })
+        }
     };
     match result {
         Ok(code) => code,

@@ -49,6 +49,9 @@ pub struct Options {
     pub shard: Shard,
     pub variant: Variant,
     pub time: Option<Duration>,
+    /// Stop at the first finding: every seed before it still runs, so the first finding is the
+    /// same whatever the thread count.
+    pub stop_on_finding: bool,
 }
 
 /// The result of one seed.
@@ -104,6 +107,7 @@ pub fn campaign(opts: &Options, progress: &(dyn Fn(u64, u64) + Sync)) -> Summary
     let total = opts.runs.map(|r| r / opts.shard.count + u64::from(r % opts.shard.count > opts.shard.index));
     let next = AtomicU64::new(0);
     let findings = AtomicU64::new(0);
+    let first_finding = AtomicU64::new(u64::MAX);
     let results = Mutex::new(Vec::new());
     std::thread::scope(|scope| {
         for _ in 0..opts.threads.max(1) {
@@ -114,12 +118,15 @@ pub fn campaign(opts: &Options, progress: &(dyn Fn(u64, u64) + Sync)) -> Summary
                         break;
                     }
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    if total.is_some_and(|t| i >= t) {
+                    if total.is_some_and(|t| i >= t) || i > first_finding.load(Ordering::Relaxed) {
                         break;
                     }
                     let (r, _) = run_seed(seeds(opts, i), opts.variant);
                     if !r.violations.is_empty() {
                         findings.fetch_add(1, Ordering::Relaxed);
+                        if opts.stop_on_finding {
+                            first_finding.fetch_min(i, Ordering::Relaxed);
+                        }
                     }
                     mine.push(r);
                     if mine.len() % 64 == 0 {
@@ -132,6 +139,12 @@ pub fn campaign(opts: &Options, progress: &(dyn Fn(u64, u64) + Sync)) -> Summary
     });
     let mut results = results.into_inner().expect("workers finished");
     results.sort_by_key(|r| r.seed);
+    // Seeds after the first finding ran only by the race of the workers: drop them.
+    let cut = first_finding.load(Ordering::Relaxed);
+    if cut != u64::MAX {
+        let last = seeds(opts, cut);
+        results.retain(|r| r.seed <= last);
+    }
     let mut s = Summary { runs: results.len() as u64, elapsed: start.elapsed(), ..Summary::default() };
     for r in &results {
         match &r.class {

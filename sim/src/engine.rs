@@ -325,10 +325,15 @@ fn migrate(run: &mut Run, premise: bool) -> Outcome {
         let mut early_seen = false;
         run.log("source", "migration starts");
         for item in &items {
+            let started = run.now;
             run.now += run.cost_us(item);
             if let Some(c) = cancel_at {
                 let switched = dest.as_ref().is_some_and(|d| d.postcopy_state() >= PostcopyState::Discard) || guest != Guest::Source;
                 if run.now >= c && !switched {
+                    // The transfer in flight is aborted at the cancel time.
+                    run.now = c.max(started);
+                    run.run_events(run.now, guest, &mut dest, true);
+                    run.check_frozen(&snapshot);
                     cancel_at = None;
                     run.log("manager", "migrate_cancel: the first destination is dropped");
                     run.run_events(run.now + RETRY_DELAY_US, Guest::Source, &mut None, false);
@@ -338,6 +343,7 @@ fn migrate(run: &mut Run, premise: bool) -> Outcome {
                 }
             }
             run.run_events(run.now, guest, &mut dest, true);
+            run.check_frozen(&snapshot);
             let d = dest.as_mut().expect("the destination exists during the attempt");
             // Where the guest runs: paused for switchover, then on the destination after RUN.
             match item {

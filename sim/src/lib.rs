@@ -4,6 +4,7 @@ pub mod build;
 pub mod campaign;
 pub mod engine;
 pub mod error;
+pub mod found;
 pub mod gen;
 pub mod load;
 pub mod oracle;
@@ -11,6 +12,7 @@ pub mod properties;
 pub mod rng;
 pub mod run;
 pub mod scenario;
+pub mod shrink;
 
 pub use build::{build, Built};
 pub use engine::{simulate, Sim};

@@ -1,0 +1,68 @@
+//! Recording a finding: write the generated scenario at once, shrink it, then rewrite it with
+//! its expected outcome, trace hash and violated properties, so `cargo test` replays it forever.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use toml::Spanned;
+use vmemsim_model::Variant;
+
+use crate::build::build;
+use crate::campaign::{loaded, write_scenario};
+use crate::engine::simulate;
+use crate::gen::generate;
+use crate::properties::Property;
+use crate::scenario::Expect;
+use crate::shrink::{shrink, size, Shrunk};
+
+/// A recorded finding.
+#[derive(Clone, Debug)]
+pub struct Finding {
+    pub seed: u64,
+    pub property: Property,
+    pub path: PathBuf,
+    pub size_before: (usize, u64),
+    pub size_after: (usize, u64),
+    pub shrunk: Shrunk,
+}
+
+impl Finding {
+    /// The one-line command that replays it.
+    pub fn replay_command(&self) -> String {
+        format!("vmemsim replay {}", self.path.display())
+    }
+}
+
+/// Writes, shrinks and rewrites the finding of `seed` for `property` under `dir`.
+pub fn record(seed: u64, variant: Variant, property: Property, dir: &Path, budget: Duration) -> std::io::Result<Finding> {
+    let mut scenario = generate(seed, variant);
+    let path = dir.join(format!("{}-{}-seed{seed}.toml", variant.name(), property.name()));
+    write_scenario(&path, &scenario)?;
+    let size_before = crate::shrink::size(&scenario);
+    let shrunk = shrink(&scenario, property, budget);
+    scenario = shrunk.scenario.clone();
+    let b = build(&loaded(scenario.clone())).expect("a shrunk scenario builds: shrinking only accepts those that do");
+    let sim = simulate(&b);
+    let mut violates: Vec<String> = sim.violations.iter().map(|v| v.property.name().to_string()).collect();
+    violates.sort();
+    scenario.name = format!("found: {} under variant {} (seed {seed}, shrunk)", property.name(), variant.name());
+    scenario.description = format!(
+        "Found by `vmemsim campaign --variant {} --seed {seed} --runs 1`, shrunk in {} steps from {} parts to {}. {}",
+        variant.name(),
+        shrunk.steps,
+        size_before.0,
+        size(&scenario).0,
+        sim.violations.iter().map(|v| format!("{}: {}.", v.property, v.detail)).collect::<Vec<_>>().join(" ")
+    );
+    scenario.expect = Some(Spanned::new(
+        0..0,
+        Expect {
+            outcome: sim.outcome.class().name().to_string(),
+            trace_hash: Some(format!("{:016x}", sim.trace_hash)),
+            violates,
+            ..Expect::default()
+        },
+    ));
+    write_scenario(&path, &scenario)?;
+    Ok(Finding { seed, property, path, size_before, size_after: size(&scenario), shrunk })
+}

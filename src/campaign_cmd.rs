@@ -1,0 +1,121 @@
+//! `vmemsim campaign`: runs many seeds, shows progress, prints the summary, records findings.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use vmemsim_model::{OutcomeClass, Variant};
+use vmemsim_sim::campaign::{campaign, Options, Shard, Summary};
+use vmemsim_sim::found::record;
+use vmemsim_sim::Property;
+
+pub struct Args {
+    pub options: Options,
+    pub found_dir: PathBuf,
+    pub shrink_time: Duration,
+    pub shrink: bool,
+}
+
+fn print_summary(o: &Options, s: &Summary) {
+    let secs = s.elapsed.as_secs_f64().max(1e-9);
+    println!(
+        "campaign: {} runs from seed {}, shard {}/{}, variant {}, {} threads, {:.2} s ({:.0} runs/s)",
+        s.runs,
+        o.seed,
+        o.shard.index,
+        o.shard.count,
+        o.variant,
+        o.threads,
+        secs,
+        s.runs as f64 / secs
+    );
+    println!();
+    println!("{:<28} {:>10}", "outcome", "runs");
+    for c in OutcomeClass::ALL {
+        println!("{:<28} {:>10}", c.name(), s.by_class.get(c.name()).copied().unwrap_or(0));
+    }
+    println!();
+    println!("{:<28} {:>10}  {}", "property", "violations", "first seed");
+    for p in Property::ALL {
+        match s.by_property.get(&p) {
+            Some((n, seed)) => println!("{:<28} {:>10}  {seed}", p.name(), n),
+            None => println!("{:<28} {:>10}", p.name(), 0),
+        }
+    }
+    if !s.generator_errors.is_empty() {
+        println!();
+        println!("generator errors (a bug in vmemsim): {}", s.generator_errors.len());
+        for (seed, e) in s.generator_errors.iter().take(5) {
+            println!("  seed {seed}: {e}");
+        }
+    }
+}
+
+/// Runs the campaign; returns whether it found anything.
+pub fn run(args: Args) -> Result<bool, String> {
+    let o = &args.options;
+    let tty = std::io::stderr().is_terminal();
+    let bar = ProgressBar::with_draw_target(o.runs.map(|r| r / o.shard.count), if tty { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() });
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} runs, {per_sec}, findings: {msg}")
+            .map_err(|e| e.to_string())?
+            .progress_chars("=> "),
+    );
+    bar.set_message("0");
+    let last_line = Mutex::new(Instant::now());
+    let start = Instant::now();
+    let progress = |done: u64, findings: u64| {
+        if tty {
+            bar.set_position(done);
+            bar.set_message(findings.to_string());
+        } else if let Ok(mut last) = last_line.try_lock() {
+            if last.elapsed() >= Duration::from_secs(2) {
+                *last = Instant::now();
+                let rate = done as f64 / start.elapsed().as_secs_f64().max(1e-9);
+                eprintln!("progress: {done} runs, {rate:.0} runs/s, findings: {findings}");
+            }
+        }
+    };
+    let summary = campaign(o, &progress);
+    bar.finish_and_clear();
+    print_summary(o, &summary);
+    if !summary.generator_errors.is_empty() {
+        return Err(format!("{} generated scenarios did not build: a bug in the generator", summary.generator_errors.len()));
+    }
+    if summary.findings.is_empty() {
+        return Ok(false);
+    }
+    println!();
+    println!("findings: {} seeds violate a property", summary.findings.len());
+    for (p, (_, seed)) in &summary.by_property {
+        println!("  {p}: first at seed {seed}; unshrunk replay: vmemsim campaign --variant {} --seed {seed} --runs 1", o.variant);
+        if !args.shrink {
+            continue;
+        }
+        let f = record(*seed, o.variant, *p, &args.found_dir, args.shrink_time).map_err(|e| format!("cannot write the finding: {e}"))?;
+        println!(
+            "    shrunk from {} parts to {} in {} steps ({:.2} s{}); replay: {}",
+            f.size_before.0,
+            f.size_after.0,
+            f.shrunk.steps,
+            f.shrunk.elapsed.as_secs_f64(),
+            if f.shrunk.timed_out { ", budget reached" } else { "" },
+            f.replay_command()
+        );
+    }
+    Ok(true)
+}
+
+pub fn parse_variant(s: &str) -> Result<Variant, String> {
+    s.parse()
+}
+
+pub fn parse_shard(s: &str) -> Result<Shard, String> {
+    Shard::parse(s)
+}
+
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("'{s}' is not a duration (e.g. 30s, 2m, 500ms): {e}"))
+}
