@@ -20,8 +20,8 @@ pub struct Args {
 
 fn print_summary(o: &Options, s: &Summary) {
     let secs = s.elapsed.as_secs_f64().max(1e-9);
-    println!(
-        "campaign: {} runs from seed {}, shard {}/{}, variant {}, {} threads, {:.2} s ({:.0} runs/s)",
+    out!(
+        "campaign: {} runs from seed {}, shard {}/{}, variant {}, {} threads, {:.3} s ({:.0} runs/s)",
         s.runs,
         o.seed,
         o.shard.index,
@@ -31,24 +31,24 @@ fn print_summary(o: &Options, s: &Summary) {
         secs,
         s.runs as f64 / secs
     );
-    println!();
-    println!("{:<28} {:>10}", "outcome", "runs");
+    out!("");
+    out!("{:<28} {:>10}", "outcome", "runs");
     for c in OutcomeClass::ALL {
-        println!("{:<28} {:>10}", c.name(), s.by_class.get(c.name()).copied().unwrap_or(0));
+        out!("{:<28} {:>10}", c.name(), s.by_class.get(c.name()).copied().unwrap_or(0));
     }
-    println!();
-    println!("{:<28} {:>10}  {}", "property", "violations", "first seed");
+    out!("");
+    out!("{:<28} {:>10}  {}", "property", "violations", "first seed");
     for p in Property::ALL {
         match s.by_property.get(&p) {
-            Some((n, seed)) => println!("{:<28} {:>10}  {seed}", p.name(), n),
-            None => println!("{:<28} {:>10}", p.name(), 0),
+            Some((n, seed)) => out!("{:<28} {:>10}  {seed}", p.name(), n),
+            None => out!("{:<28} {:>10}", p.name(), 0),
         }
     }
     if !s.generator_errors.is_empty() {
-        println!();
-        println!("generator errors (a bug in vmemsim): {}", s.generator_errors.len());
+        out!("");
+        out!("generator errors (a bug in vmemsim): {}", s.generator_errors.len());
         for (seed, e) in s.generator_errors.iter().take(5) {
-            println!("  seed {seed}: {e}");
+            out!("  seed {seed}: {e}");
         }
     }
 }
@@ -87,15 +87,15 @@ pub fn run(args: Args) -> Result<bool, String> {
     if summary.findings.is_empty() {
         return Ok(false);
     }
-    println!();
-    println!("findings: {} seeds violate a property", summary.findings.len());
+    out!("");
+    out!("findings: {} seeds violate a property", summary.findings.len());
     for (p, (_, seed)) in &summary.by_property {
-        println!("  {p}: first at seed {seed}; unshrunk replay: vmemsim campaign --variant {} --seed {seed} --runs 1", o.variant);
+        out!("  {p}: first at seed {seed}; unshrunk replay: vmemsim campaign --variant {} --seed {seed} --runs 1", o.variant);
         if !args.shrink {
             continue;
         }
         let f = record(*seed, o.variant, *p, &args.found_dir, args.shrink_time).map_err(|e| format!("cannot write the finding: {e}"))?;
-        println!(
+        out!(
             "    shrunk from {} parts to {} in {} steps ({:.2} s{}); replay: {}",
             f.size_before.0,
             f.size_after.0,

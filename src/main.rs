@@ -1,5 +1,25 @@
 //! The `vmemsim` command line: parses arguments, calls the simulator, prints.
 
+/// `println!` that ends the process quietly when stdout is closed (`vmemsim ... | head`).
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if writeln!(std::io::stdout(), $($arg)*).is_err() {
+            std::process::exit(0);
+        }
+    }};
+}
+
+/// `print!` with the same care.
+macro_rules! out_raw {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if write!(std::io::stdout(), $($arg)*).is_err() {
+            std::process::exit(0);
+        }
+    }};
+}
+
 mod campaign_cmd;
 
 use std::path::PathBuf;
@@ -71,20 +91,20 @@ enum Command {
 
 fn describe(l: &Loaded, b: &Built) {
     let s = &l.scenario;
-    println!("scenario: {}", s.name);
+    out!("scenario: {}", s.name);
     if s.variant != Variant::Faithful {
-        println!("variant: {}", s.variant);
+        out!("variant: {}", s.variant);
     }
     let side = |name: &str, machine: &str, backend: &vmemsim_model::Backend| {
         let cap = match backend.capacity {
             Capacity::Unlimited => "unlimited".to_string(),
             Capacity::Limited(b) => b.to_string(),
         };
-        println!("{name}: machine {machine}, {} memory ({} pages), capacity {cap}", backend.kind.name(), backend.page_size);
+        out!("{name}: machine {machine}, {} memory ({} pages), capacity {cap}", backend.kind.name(), backend.page_size);
     };
     side("source", b.source.machine.name(), &b.source.backend);
     for d in &b.source.devices {
-        println!(
+        out!(
             "  {} at {}: region {}, block {}, requested {}, plugged {} in {} run(s), prealloc={}",
             d.id(),
             d.pci(),
@@ -98,8 +118,8 @@ fn describe(l: &Loaded, b: &Built) {
     }
     side("destination", b.destination.machine.name(), &b.destination.backend);
     match b.plan.mode {
-        Mode::Precopy => println!("migration: precopy"),
-        Mode::Postcopy { switch_percent } => println!("migration: postcopy, switching after {switch_percent}% of the pages"),
+        Mode::Precopy => out!("migration: precopy"),
+        Mode::Postcopy { switch_percent } => out!("migration: postcopy, switching after {switch_percent}% of the pages"),
     }
 }
 
@@ -112,27 +132,27 @@ fn run(file: PathBuf, trace: bool, replay: bool) -> Result<ExitCode, String> {
     describe(&l, &b);
     let report = run_built(&b);
     if trace {
-        println!("trace:");
+        out!("trace:");
         for line in &report.trace {
-            println!("  {line}");
+            out!("  {line}");
         }
     }
-    print!("{}", report.outcome);
+    out_raw!("{}", report.outcome);
     for v in &report.violations {
-        println!("property {} violated: {}", v.property, v.detail);
+        out!("property {} violated: {}", v.property, v.detail);
     }
-    println!("trace hash: {:016x}", report.trace_hash);
+    out!("trace hash: {:016x}", report.trace_hash);
     let diffs = check_expectations(&l, &report).map_err(|e| e.to_string())?;
     if l.scenario.expect.is_none() {
         return Ok(if diffs.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) });
     }
     if diffs.is_empty() {
-        println!("expectation: met");
+        out!("expectation: met");
         Ok(ExitCode::SUCCESS)
     } else {
-        println!("expectation: NOT met");
+        out!("expectation: NOT met");
         for d in diffs {
-            println!("  {d}");
+            out!("  {d}");
         }
         Ok(ExitCode::from(1))
     }
