@@ -104,17 +104,7 @@ fn describe(l: &Loaded, b: &Built) {
     };
     side("source", b.source.machine.name(), &b.source.backend);
     for d in &b.source.devices {
-        out!(
-            "  {} at {}: region {}, block {}, requested {}, plugged {} in {} run(s), prealloc={}",
-            d.id(),
-            d.pci(),
-            d.region_size(),
-            d.block_size(),
-            d.requested_size(),
-            d.size(),
-            d.plugged_runs().len(),
-            d.prealloc()
-        );
+        out!("  {} at {}: {}", d.id(), d.pci(), d.summary());
     }
     side("destination", b.destination.machine.name(), &b.destination.backend);
     match b.plan.mode {

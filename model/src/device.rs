@@ -100,6 +100,20 @@ impl VirtioMem {
         &self.realized
     }
 
+    /// One line for people and traces: sizes, plugged runs and the migration-relevant flags.
+    pub fn summary(&self) -> String {
+        format!(
+            "region {}, block {}, requested {}, plugged {} in {} run(s), prealloc={}, early-migration={}",
+            self.region_size(),
+            self.block_size(),
+            self.requested_size(),
+            self.size(),
+            self.plugged_runs().len(),
+            self.prealloc(),
+            self.early_migration()
+        )
+    }
+
     /// Warnings printed since the last call (`warn_report`).
     pub fn take_warnings(&mut self) -> Vec<String> {
         std::mem::take(&mut self.warnings)

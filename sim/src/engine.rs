@@ -275,18 +275,7 @@ fn setup_lines(run: &mut Run) {
     };
     let mut lines = vec![side("source", b.source.machine.name(), &b.source.backend)];
     for d in &b.source.devices {
-        lines.push(format!(
-            "source {} ({}): region {} block {} requested {} plugged {} in {} runs, prealloc={} early-migration={}",
-            d.id(),
-            d.pci(),
-            d.region_size(),
-            d.block_size(),
-            d.requested_size(),
-            d.size(),
-            d.plugged_runs().len(),
-            d.prealloc(),
-            d.early_migration()
-        ));
+        lines.push(format!("source {} ({}): {}", d.id(), d.pci(), d.summary()));
     }
     let dst = &b.destination;
     lines.push(side("destination", dst.machine.name(), &dst.backend));
