@@ -91,3 +91,18 @@ pub trait HostMemory {
     /// Bytes of the range that are populated now.
     fn populated(&self, block: RamBlockId, offset: Bytes, len: Bytes) -> Bytes;
 }
+
+/// Which memory a RAM block draws from.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Pool {
+    /// Ordinary guest RAM (`-m`): private anonymous memory without a limit.
+    Main,
+    /// The virtio-mem memdevs' backend, with its capacity (one mount's quota or pool).
+    Devices,
+}
+
+/// Creating the RAM blocks of a process: what a host needs besides the memory operations.
+pub trait HostSetup: HostMemory {
+    /// Registers (maps) a RAM block of `len` bytes on `backend`, drawing from `pool`.
+    fn add_ram_block(&mut self, name: &str, backend: crate::backend::Backend, len: Bytes, pool: Pool) -> RamBlockId;
+}

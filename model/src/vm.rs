@@ -5,7 +5,7 @@ use crate::backend::{Backend, BackendKind, Capacity};
 use crate::config::{DeviceConfig, HostFacts};
 use crate::device::VirtioMem;
 use crate::error::ModelError;
-use crate::host::{HostMemory, RamBlockId};
+use crate::host::{HostMemory, HostSetup, Pool, RamBlockId};
 use crate::machine::MachineType;
 use crate::model_memory::{ModelMemory, PoolId};
 use crate::request::{Request, Response};
@@ -60,31 +60,56 @@ pub struct Pools {
 }
 
 impl Vm<ModelMemory> {
-    /// Creates the RAM blocks and realizes every device, in command-line order.
+    /// Creates the RAM blocks on the model's memory and realizes every device.
     pub fn realize(cfg: &VmConfig) -> Result<(Vm<ModelMemory>, Pools), ModelError> {
         let mut host = ModelMemory::new();
         if cfg.variant == Variant::DontneedOnShared {
             host.override_discard(crate::backend::DiscardMethod::Dontneed);
         }
+        // Both pools exist even without devices, so their ids are stable.
         let pools = Pools { main: host.add_pool(Capacity::Unlimited), devices: host.add_pool(cfg.backend.capacity) };
-        let main = Backend::unlimited(BackendKind::PrivateAnonymous);
+        let vm = Vm::realize_on(cfg, host, |host, name, backend, len, pool| {
+            let pool = match pool {
+                Pool::Main => pools.main,
+                Pool::Devices => pools.devices,
+            };
+            host.add_block(name, backend, len, pool)
+        })?;
+        Ok((vm, pools))
+    }
+}
+
+impl<H: HostSetup> Vm<H> {
+    /// Creates the RAM blocks on any host (the model's or real memory) and realizes every
+    /// device, in command-line order.
+    pub fn realize_with(cfg: &VmConfig, host: H) -> Result<Vm<H>, ModelError> {
+        Vm::realize_on(cfg, host, |host, name, backend, len, pool| host.add_ram_block(name, backend, len, pool))
+    }
+}
+
+impl<H: HostMemory> Vm<H> {
+    fn realize_on(
+        cfg: &VmConfig,
+        mut host: H,
+        mut add: impl FnMut(&mut H, &str, Backend, Bytes, Pool) -> RamBlockId,
+    ) -> Result<Vm<H>, ModelError> {
+        // Realize every device first: a refused device starts nothing.
+        let realized: Vec<_> = cfg.devices.iter().map(|d| d.realize(&cfg.machine, &cfg.backend, &cfg.facts)).collect::<Result<_, _>>()?;
         let mut blocks = Vec::new();
         if !cfg.main_ram.is_zero() {
-            let id = host.add_block(MAIN_RAM, main, cfg.main_ram, pools.main);
+            let id = add(&mut host, MAIN_RAM, Backend::unlimited(BackendKind::PrivateAnonymous), cfg.main_ram, Pool::Main);
             blocks.push(RamBlockInfo { name: MAIN_RAM.into(), id, len: cfg.main_ram, device: None });
         }
         let mut devices = Vec::new();
         let mut lines = Vec::new();
-        for (i, d) in cfg.devices.iter().enumerate() {
-            let realized = d.realize(&cfg.machine, &cfg.backend, &cfg.facts)?;
+        for (i, (d, realized)) in cfg.devices.iter().zip(realized).enumerate() {
             lines.extend(realized.warnings.iter().cloned());
             let name = d.ram_block_name();
-            let id = host.add_block(&name, cfg.backend, d.region_size, pools.devices);
+            let id = add(&mut host, &name, cfg.backend, d.region_size, Pool::Devices);
             blocks.push(RamBlockInfo { name, id, len: d.region_size, device: Some(i) });
             devices.push(VirtioMem::new(realized, id, cfg.variant));
         }
-        let vm = Vm { machine: cfg.machine.clone(), devices, host, blocks, backend: cfg.backend, lines, variant: cfg.variant };
-        Ok((vm, pools))
+        Ok(Vm { machine: cfg.machine.clone(), devices, host, blocks, backend: cfg.backend, lines, variant: cfg.variant })
     }
 }
 
