@@ -21,6 +21,7 @@ macro_rules! out_raw {
 }
 
 mod campaign_cmd;
+mod real_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -47,6 +48,10 @@ enum Command {
         /// Also print every step of the migration.
         #[arg(long)]
         trace: bool,
+        /// `model` (default), or `real`: also run the destination on real memory in a child
+        /// process and compare (exit status 1 when they differ).
+        #[arg(long, default_value = "model")]
+        backend: BackendArg,
     },
     /// Rerun a scenario and check its expected outcome, trace hash and violated properties.
     Replay {
@@ -87,6 +92,20 @@ enum Command {
         #[arg(long)]
         stop_on_finding: bool,
     },
+    /// The destination process of `run --backend real` (internal).
+    #[command(name = "__real-destination", hide = true)]
+    RealDestination {
+        #[arg(long)]
+        mount: Option<PathBuf>,
+        #[arg(long)]
+        files: Option<PathBuf>,
+    },
+}
+
+#[derive(Copy, Clone, PartialEq, Eq, clap::ValueEnum)]
+enum BackendArg {
+    Model,
+    Real,
 }
 
 fn describe(l: &Loaded, b: &Built) {
@@ -151,7 +170,11 @@ fn run(file: PathBuf, trace: bool, replay: bool) -> Result<ExitCode, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run { file, trace } => run(file, trace, false),
+        Command::Run { file, trace, backend: BackendArg::Model } => run(file, trace, false),
+        Command::Run { file, trace: _, backend: BackendArg::Real } => real_cmd::run(&file),
+        Command::RealDestination { mount, files } => {
+            return ExitCode::from(vmemsim_sim::real::child::destination_main(vmemsim_sim::real::Places { mount, files }) as u8);
+        }
         Command::Replay { file, trace } => run(file, trace, true),
         Command::Campaign { runs, seed, threads, shard, variant, time, found_dir, shrink_time, no_shrink, stop_on_finding } => {
             let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));

@@ -14,6 +14,9 @@ pub enum SimError {
     /// A value parsed but makes no sense; names the field and where it is.
     #[error("{path}:{line}:{column}: {field}: {message}")]
     Invalid { path: PathBuf, line: usize, column: usize, field: String, message: String },
+    /// Running on real memory failed (not the destination's outcome: the harness itself).
+    #[error("real memory: {message}")]
+    Real { message: String },
     /// The source VM cannot be set up as the scenario says (QEMU would refuse to start it).
     #[error("{path}: the source cannot start: {source}")]
     Source { path: PathBuf, source: vmemsim_model::ModelError },

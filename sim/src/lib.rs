@@ -1,7 +1,9 @@
 //! vmemsim-sim: scenarios, the deterministic engine, properties, and the tools around them.
+#![deny(unsafe_code)]
 
 pub mod build;
 pub mod campaign;
+pub mod direct;
 pub mod engine;
 pub mod error;
 pub mod found;
@@ -9,6 +11,7 @@ pub mod gen;
 pub mod load;
 pub mod oracle;
 pub mod properties;
+pub mod real;
 pub mod rng;
 pub mod run;
 pub mod scenario;

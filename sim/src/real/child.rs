@@ -1,0 +1,126 @@
+//! The destination process: realizes the destination on real memory and consumes the stream,
+//! reporting each stage to the parent before it starts, so a death by SIGBUS can be placed.
+//! It runs in a child process (the hidden `__real-destination` subcommand of `vmemsim`).
+
+use std::io::{Read, Write};
+use std::path::Path;
+
+use vmemsim_model::backend::DiscardMethod;
+use vmemsim_model::migration::destination::{Destination, PostcopyState};
+use vmemsim_model::migration::item::Item;
+use vmemsim_model::migration::outcome::{Outcome, Stage};
+use vmemsim_model::migration::source;
+use vmemsim_model::{Variant, Vm};
+
+use super::memory::{Places, RealMemory};
+use crate::build::build;
+use crate::direct::{run_direct, Step};
+use crate::load::parse;
+
+/// One protocol line to the parent, flushed at once (the process may die right after).
+fn emit(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(line.replace('\n', " ").as_bytes());
+    let _ = out.write_all(b"\n");
+    let _ = out.flush();
+}
+
+/// Reports the faulting address, then lets the default action kill the process: the parent
+/// sees a real death by SIGBUS.
+extern "C" fn on_sigbus(_sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut libc::c_void) {
+    // SAFETY: the kernel passes a valid siginfo_t for SA_SIGINFO handlers of SIGBUS.
+    let addr = unsafe { (*info).si_addr() } as usize;
+    let mut buf = [0u8; 32];
+    let prefix = b"sigbus ";
+    buf[..prefix.len()].copy_from_slice(prefix);
+    let mut n = prefix.len();
+    for shift in (0..16).rev() {
+        buf[n] = b"0123456789abcdef"[(addr >> (shift * 4)) & 0xf];
+        n += 1;
+    }
+    buf[n] = b'\n';
+    // SAFETY: write(2) is async-signal-safe; the buffer is on this handler's stack.
+    unsafe { libc::write(1, buf.as_ptr().cast(), n + 1) };
+    // SA_RESETHAND restored the default action: returning re-runs the access and kills us.
+}
+
+fn install_sigbus_reporter() {
+    // SAFETY: a zeroed sigaction is valid; the handler only calls async-signal-safe functions.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_sigbus as *const () as usize;
+        sa.sa_flags = libc::SA_SIGINFO | libc::SA_RESETHAND | libc::SA_NODEFER;
+        libc::sigemptyset(&mut sa.sa_mask);
+        assert_eq!(libc::sigaction(libc::SIGBUS, &sa, std::ptr::null_mut()), 0, "sigaction(SIGBUS)");
+    }
+}
+
+fn report(outcome: &Outcome) {
+    emit(&format!("outcome {}", outcome.class()));
+    if let Some(stage) = outcome.stage() {
+        emit(&format!("stage {stage}"));
+    }
+    for l in outcome.lines() {
+        emit(&format!("line {l}"));
+    }
+    emit("end");
+}
+
+fn stage_of<H: vmemsim_model::HostMemory>(item: &Item, dest: &Destination<H>) -> Stage {
+    match item {
+        Item::Header { .. } | Item::OpenReturnPath | Item::Ping(_) | Item::SwitchoverStart => Stage::Header,
+        Item::PostcopyAdvise => Stage::Advise,
+        Item::RamSetup { .. } => Stage::RamSetup,
+        Item::Early(e) => Stage::EarlySection(e.idstr.clone()),
+        Item::Ram { .. } if dest.postcopy_state() >= PostcopyState::Listening => Stage::PostcopyPlacement,
+        Item::Ram { .. } => Stage::RamLoad,
+        Item::RamDiscard { .. } => Stage::PostcopyDiscard,
+        Item::Listen => Stage::Listen,
+        Item::Late(l) => Stage::LateSection(l.idstr.clone()),
+        Item::Run => Stage::Run,
+        Item::Eof => Stage::Eof,
+    }
+}
+
+/// The child's main: the scenario arrives on stdin; returns the exit status.
+pub fn destination_main(places: Places) -> i32 {
+    let mut text = String::new();
+    if let Err(e) = std::io::stdin().read_to_string(&mut text) {
+        emit(&format!("error cannot read the scenario: {e}"));
+        return 2;
+    }
+    let built = match parse(Path::new("<stdin>"), &text).and_then(|l| build(&l)) {
+        Ok(b) => b,
+        Err(e) => {
+            emit(&format!("error {e}"));
+            return 2;
+        }
+    };
+    install_sigbus_reporter();
+    let discard = (built.destination.variant == Variant::DontneedOnShared).then_some(DiscardMethod::Dontneed);
+    let vm = match Vm::realize_with(&built.destination, RealMemory::new(places, discard)) {
+        Ok(vm) => vm,
+        Err(e) => {
+            report(&Outcome::Failed { stage: Stage::Startup, lines: vec![e.to_string()] });
+            return 0;
+        }
+    };
+    for (b, (base, len)) in vm.blocks.iter().zip(vm.host.layout()) {
+        emit(&format!("block {base:x} {len:x} {}", b.name));
+    }
+    for l in &vm.lines {
+        emit(&format!("line {l}"));
+    }
+    let items = source::stream(&built.source, &built.plan);
+    let outcome = run_direct(Destination::new(vm), &items, &built.plan, |step, dest| match step {
+        Step::Item(item) => emit(&format!("step {}", stage_of(item, dest))),
+        Step::Guest => {
+            for l in dest.lines() {
+                emit(&format!("line {l}"));
+            }
+            emit(&format!("step {}", Stage::GuestRuntime));
+        }
+    });
+    report(&outcome);
+    0
+}

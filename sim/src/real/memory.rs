@@ -1,0 +1,186 @@
+//! [`HostMemory`] over real mappings: populate with MADV_POPULATE_WRITE, discard as QEMU's
+//! `ram_block_discard_range`, load pages as `ram_load_precopy`, place pages with userfaultfd.
+
+use std::path::PathBuf;
+
+use rustix::fs::FallocateFlags;
+use rustix::io::Errno as SysErrno;
+use rustix::mm::Advice;
+use vmemsim_model::backend::{Backend, BackendKind, DiscardMethod, HOST_PAGE_SIZE};
+use vmemsim_model::host::{Errno, HostError, HostMemory, HostSetup, PageKind, Pool, RamBlockId, Sigbus};
+use vmemsim_model::Bytes;
+
+use super::mapping::{Backing, Mapping};
+use super::uffd::Userfault;
+
+const PAGE: usize = 4096;
+
+/// Where file-backed blocks live.
+#[derive(Clone, Debug, Default)]
+pub struct Places {
+    /// A private tmpfs or hugetlbfs mount with the destination's `size=` quota, for file-backed
+    /// kinds and for limited memfd kinds.
+    pub mount: Option<PathBuf>,
+    /// A directory on a disk file system, for regular files.
+    pub files: Option<PathBuf>,
+}
+
+struct Block {
+    map: Mapping,
+    discard: DiscardMethod,
+    registered: bool,
+}
+
+/// Real guest memory of one process.
+pub struct RealMemory {
+    places: Places,
+    blocks: Vec<Block>,
+    discard_override: Option<DiscardMethod>,
+    uffd: Option<Userfault>,
+    /// A zero-filled source page per page size for UFFDIO_COPY.
+    zero_src: Vec<u8>,
+}
+
+fn errno(e: SysErrno) -> Errno {
+    match e {
+        SysErrno::FAULT => Errno::Fault,
+        SysErrno::NOMEM | SysErrno::NOSPC => Errno::NoMem,
+        SysErrno::EXIST => Errno::Exist,
+        SysErrno::BUSY => Errno::Busy,
+        _ => Errno::Inval,
+    }
+}
+
+impl RealMemory {
+    pub fn new(places: Places, discard_override: Option<DiscardMethod>) -> RealMemory {
+        RealMemory { places, blocks: Vec::new(), discard_override, uffd: None, zero_src: Vec::new() }
+    }
+
+    /// (name-independent) base address and length of each block, for mapping a SIGBUS address
+    /// back to a block and offset.
+    pub fn layout(&self) -> Vec<(usize, usize)> {
+        self.blocks.iter().map(|b| (b.map.base(), b.map.len())).collect()
+    }
+
+    fn block(&self, id: RamBlockId) -> &Block {
+        &self.blocks[id.0]
+    }
+
+    /// Writes or reads one byte per 4 KiB page of the range: a fault that cannot be served is a
+    /// real SIGBUS, which ends this process.
+    fn touch_pages(&self, id: RamBlockId, offset: Bytes, len: Bytes, write: bool) {
+        let b = self.block(id);
+        let start = b.map.at(offset.0 as usize, len.0 as usize);
+        for p in (0..len.0 as usize).step_by(PAGE) {
+            // SAFETY: `start + p` lies inside the mapping (checked by `at`); volatile access is
+            // what makes the kernel fault the page in, as QEMU's own accesses do.
+            unsafe {
+                let addr = start.add(p);
+                if write {
+                    std::ptr::write_volatile(addr, 0x5a);
+                } else if std::ptr::read_volatile(addr) != 0 {
+                    // ram_handle_zero: write only when the page is not already zero.
+                    std::ptr::write_bytes(addr, 0, PAGE);
+                }
+            }
+        }
+    }
+}
+
+impl HostSetup for RealMemory {
+    fn add_ram_block(&mut self, name: &str, backend: Backend, len: Bytes, pool: Pool) -> RamBlockId {
+        let page = backend.page_size.0 as usize;
+        let file_name = name.replace(['/', ':'], "_");
+        let limited = backend.capacity.limit().is_some();
+        let path = |dir: &Option<PathBuf>| dir.as_ref().expect("fits() asked for a directory for this backend").join(&file_name);
+        let result = match (pool, backend.kind) {
+            (Pool::Main, _) | (_, BackendKind::PrivateAnonymous) => Mapping::new(Backing::PrivateAnonymous, len.0 as usize, PAGE, name),
+            (_, BackendKind::SharedAnonymous) => Mapping::new(Backing::SharedAnonymous, len.0 as usize, PAGE, name),
+            (_, BackendKind::Memfd) if !limited => Mapping::new(Backing::Memfd { hugetlb: false }, len.0 as usize, PAGE, name),
+            (_, BackendKind::MemfdHugetlb) if !limited => Mapping::new(Backing::Memfd { hugetlb: true }, len.0 as usize, page, name),
+            (_, BackendKind::RegularFile) => Mapping::new(Backing::File(&path(&self.places.files)), len.0 as usize, PAGE, name),
+            (_, kind) => Mapping::new(Backing::File(&path(&self.places.mount)), len.0 as usize, if kind.is_hugetlb() { page } else { PAGE }, name),
+        };
+        let map = result.unwrap_or_else(|e| panic!("cannot map RAM block '{name}' ({} bytes): {e}", len.0));
+        let kind = if pool == Pool::Main { BackendKind::PrivateAnonymous } else { backend.kind };
+        let discard = self.discard_override.unwrap_or_else(|| DiscardMethod::qemu_choice(kind, Bytes(map.page_size as u64)));
+        self.blocks.push(Block { map, discard, registered: false });
+        RamBlockId(self.blocks.len() - 1)
+    }
+}
+
+impl HostMemory for RealMemory {
+    fn populate(&mut self, block: RamBlockId, offset: Bytes, len: Bytes) -> Result<(), HostError> {
+        let b = self.block(block);
+        let addr = b.map.at(offset.0 as usize, len.0 as usize);
+        // SAFETY: the range lies inside the mapping; MADV_POPULATE_WRITE only faults pages in.
+        unsafe { rustix::mm::madvise(addr.cast(), len.0 as usize, Advice::LinuxPopulateWrite) }
+            .map_err(|e| HostError { errno: errno(e), offset })
+    }
+
+    fn discard(&mut self, block: RamBlockId, offset: Bytes, len: Bytes) -> Result<(), HostError> {
+        let b = self.block(block);
+        let addr = b.map.at(offset.0 as usize, len.0 as usize);
+        let fail = |e| HostError { errno: errno(e), offset };
+        let punch = |b: &Block| {
+            let fd = b.map.fd.as_ref().expect("punching a hole needs an fd-backed block");
+            rustix::fs::fallocate(fd, FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE, offset.0, len.0)
+        };
+        // SAFETY (both madvise calls): the range lies inside the mapping and nothing holds a
+        // reference into it; discarding only drops page contents.
+        let advise = |a| unsafe { rustix::mm::madvise(addr.cast(), len.0 as usize, a) };
+        match b.discard {
+            DiscardMethod::PunchHole => punch(b).map_err(fail),
+            DiscardMethod::PunchHoleAndDontneed => {
+                punch(b).map_err(fail)?;
+                advise(Advice::LinuxDontNeed).map_err(fail)
+            }
+            DiscardMethod::Dontneed => advise(Advice::LinuxDontNeed).map_err(fail),
+            DiscardMethod::Remove => advise(Advice::LinuxRemove).map_err(fail),
+        }
+    }
+
+    fn load(&mut self, block: RamBlockId, offset: Bytes, len: Bytes, kind: PageKind) -> Result<(), Sigbus> {
+        self.touch_pages(block, offset, len, kind == PageKind::Normal);
+        Ok(())
+    }
+
+    fn place(&mut self, block: RamBlockId, offset: Bytes, len: Bytes) -> Result<(), HostError> {
+        if self.uffd.is_none() {
+            self.uffd = Some(Userfault::new().unwrap_or_else(|e| panic!("userfaultfd: {e}")));
+        }
+        let page = self.blocks[block.0].map.page_size;
+        if !self.blocks[block.0].registered {
+            let b = &self.blocks[block.0];
+            let uffd = self.uffd.as_ref().expect("created above");
+            uffd.register(b.map.base(), b.map.len()).unwrap_or_else(|e| panic!("UFFDIO_REGISTER: {e}"));
+            self.blocks[block.0].registered = true;
+        }
+        if self.zero_src.len() < page {
+            self.zero_src = vec![0u8; page];
+        }
+        let b = &self.blocks[block.0];
+        let uffd = self.uffd.as_ref().expect("created above");
+        for p in (0..len.0 as usize).step_by(page) {
+            let at = offset.0 as usize + p;
+            let dst = b.map.at(at, page) as usize;
+            uffd.copy(dst, self.zero_src.as_ptr(), page).map_err(|e| HostError { errno: errno(e), offset: Bytes(at as u64) })?;
+        }
+        Ok(())
+    }
+
+    fn touch(&mut self, block: RamBlockId, offset: Bytes, len: Bytes) -> Result<(), Sigbus> {
+        self.touch_pages(block, offset, len, true);
+        Ok(())
+    }
+
+    fn populated(&self, block: RamBlockId, offset: Bytes, len: Bytes) -> Bytes {
+        let b = self.block(block);
+        let start = b.map.at(offset.0 as usize, len.0 as usize);
+        let mut vec = vec![0u8; (len.0 as usize).div_ceil(PAGE)];
+        // SAFETY: mincore writes one byte per page of the range into `vec`, sized for it.
+        let rc = unsafe { libc::mincore(start.cast(), len.0 as usize, vec.as_mut_ptr()) };
+        assert_eq!(rc, 0, "mincore failed on a mapped range");
+        Bytes(vec.iter().filter(|v| **v & 1 == 1).count() as u64 * HOST_PAGE_SIZE.0)
+    }
+}

@@ -1,0 +1,14 @@
+//! The real-memory adapter: the same scenarios on actual mmap'd memory, in a child process, so
+//! that a SIGBUS is a real signal and a graceful failure a real error. The only unsafe code of
+//! the project lives here, each block with a `// SAFETY:` line.
+#![allow(unsafe_code)]
+
+pub mod child;
+pub mod mapping;
+pub mod memory;
+pub mod mounts;
+pub mod parent;
+pub mod uffd;
+
+pub use memory::{Places, RealMemory};
+pub use parent::{compare, fits, model_outcome, run_real, Needs, RealRun};

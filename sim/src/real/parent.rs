@@ -1,0 +1,248 @@
+//! The parent side: decides whether a scenario fits real memory, prepares private mounts and
+//! huge pages, runs the destination in a child process, and turns what it saw (its report, or
+//! its death by SIGBUS) into an outcome to compare with the model's.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use vmemsim_model::migration::destination::Destination;
+use vmemsim_model::migration::outcome::{FaultSite, Outcome, Stage};
+use vmemsim_model::migration::source;
+use vmemsim_model::{BackendKind, Bytes, OutcomeClass, Vm};
+
+use super::memory::Places;
+use super::mounts::{is_root, HugePool, Mount, TempDir};
+use crate::build::Built;
+use crate::direct::run_direct;
+use crate::error::SimError;
+
+/// The most a real run may populate (the machine has 24 GiB).
+pub const REAL_BUDGET: u64 = 6 << 30;
+
+/// What a scenario needs from the host to run on real memory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Needs {
+    /// A mount for the destination's device memory: "tmpfs" or "hugetlbfs", with its quota.
+    pub mount: Option<(&'static str, Option<u64>)>,
+    /// A directory on a disk file system.
+    pub files: bool,
+    /// Free 2 MiB huge pages needed behind the mount or the memfd.
+    pub huge_pages: u64,
+}
+
+impl Needs {
+    pub fn needs_root(&self) -> bool {
+        self.mount.is_some() || self.huge_pages > 0
+    }
+}
+
+/// Whether a built scenario runs on real memory here, and what it needs; `Err` says why not.
+pub fn fits(b: &Built) -> Result<Needs, String> {
+    if !b.actions.is_empty() || !b.resizes.is_empty() || !b.drains.is_empty() || b.cancel_at.is_some() {
+        return Err("guest requests, resizes, competitors and cancellation are simulated only".into());
+    }
+    let backend = b.destination.backend;
+    let cap = backend.capacity.limit().map(|c| c.0);
+    if backend.kind.is_hugetlb() && backend.page_size != Bytes::mib(2) {
+        return Err(format!("only 2 MiB huge pages run for real, not {}", backend.page_size));
+    }
+    let plugged: u64 = b.source.devices.iter().map(|d| d.size().0).sum();
+    let touched: u64 = b.plan.touches.iter().map(|t| t.len.0).sum();
+    let populate = cap.unwrap_or(u64::MAX).min(plugged.saturating_add(touched));
+    if populate > REAL_BUDGET {
+        return Err(format!("it would populate {} of real memory, more than the {} budget", Bytes(populate), Bytes(REAL_BUDGET)));
+    }
+    let mut needs = Needs { mount: None, files: false, huge_pages: 0 };
+    match backend.kind {
+        BackendKind::PrivateAnonymous | BackendKind::SharedAnonymous if cap.is_some() => {
+            return Err(format!("{} memory has no capacity limit a test can set", backend.kind.name()));
+        }
+        BackendKind::PrivateAnonymous | BackendKind::SharedAnonymous => {}
+        BackendKind::RegularFile if cap.is_some() => return Err("a disk file system has no quota a test can set".into()),
+        BackendKind::RegularFile => needs.files = true,
+        BackendKind::Memfd if cap.is_none() => {}
+        BackendKind::Memfd | BackendKind::TmpfsFile => needs.mount = Some(("tmpfs", cap)),
+        BackendKind::MemfdHugetlb if cap.is_none() => needs.huge_pages = plugged.div_ceil(2 << 20),
+        BackendKind::MemfdHugetlb | BackendKind::Hugetlbfs => {
+            needs.mount = Some(("hugetlbfs", cap));
+            needs.huge_pages = cap.unwrap_or(plugged).min(plugged.saturating_add(touched)).div_ceil(2 << 20);
+        }
+    }
+    if needs.needs_root() && !is_root() {
+        return Err("it needs root for a private mount or huge pages".into());
+    }
+    Ok(needs)
+}
+
+/// The model's outcome for the same run the child makes.
+pub fn model_outcome(b: &Built) -> Outcome {
+    match Vm::realize(&b.destination) {
+        Err(e) => Outcome::Failed { stage: Stage::Startup, lines: vec![e.to_string()] },
+        Ok((vm, _)) => run_direct(Destination::new(vm), &source::stream(&b.source, &b.plan), &b.plan, |_, _| {}),
+    }
+}
+
+/// A run on real memory.
+#[derive(Clone, Debug)]
+pub struct RealRun {
+    pub outcome: Outcome,
+    pub elapsed: Duration,
+}
+
+/// Runs the scenario's destination on real memory in a child (`exe __real-destination`).
+pub fn run_real(exe: &Path, text: &str, b: &Built, timeout: Duration) -> Result<RealRun, SimError> {
+    let err = |message: String| SimError::Real { message };
+    let needs = fits(b).map_err(|why| err(format!("does not fit real memory: {why}")))?;
+    let _pool = if needs.huge_pages > 0 { Some(HugePool::ensure_free(needs.huge_pages).map_err(|e| err(format!("huge pages: {e}")))?) } else { None };
+    let mount = match needs.mount {
+        Some((fs, size)) => Some(Mount::new(fs, size, (fs == "hugetlbfs").then_some(2 << 20)).map_err(|e| err(format!("mount {fs}: {e}")))?),
+        None => None,
+    };
+    let files = if needs.files { Some(TempDir::new("files").map_err(|e| err(format!("temp dir: {e}")))?) } else { None };
+    let places = Places { mount: mount.as_ref().map(|m| m.path().to_path_buf()), files: files.as_ref().map(|f| f.path().to_path_buf()) };
+    let start = Instant::now();
+    let mut cmd = Command::new(exe);
+    cmd.arg("__real-destination");
+    if let Some(m) = &places.mount {
+        cmd.arg("--mount").arg(m);
+    }
+    if let Some(f) = &places.files {
+        cmd.arg("--files").arg(f);
+    }
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().map_err(|e| err(format!("cannot start {}: {e}", exe.display())))?;
+    child.stdin.take().expect("piped").write_all(text.as_bytes()).map_err(|e| err(format!("cannot send the scenario: {e}")))?;
+    let stdout = child.stdout.take().expect("piped");
+    let reader = std::thread::spawn(move || BufReader::new(stdout).lines().map_while(Result::ok).collect::<Vec<String>>());
+    let status = loop {
+        if let Some(s) = child.try_wait().map_err(|e| err(format!("wait: {e}")))? {
+            break s;
+        }
+        if start.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(err(format!("the destination did not finish within {timeout:?} and was killed")));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let lines = reader.join().map_err(|_| err("the reader thread panicked".into()))?;
+    let elapsed = start.elapsed();
+    let outcome = interpret(&lines, status, b, child.stderr.take())?;
+    Ok(RealRun { outcome, elapsed })
+}
+
+fn interpret(lines: &[String], status: std::process::ExitStatus, b: &Built, stderr: Option<std::process::ChildStderr>) -> Result<Outcome, SimError> {
+    let err = |message: String| SimError::Real { message };
+    let mut blocks: Vec<(usize, usize, String)> = Vec::new();
+    let (mut stage, mut class, mut out_lines, mut sigbus, mut ended) = (None, None, Vec::new(), None, false);
+    let mut last_step = String::new();
+    // Lines printed before the first step (realize warnings): all a death during the stream saw.
+    let mut startup_lines = None;
+    for l in lines {
+        let (tag, rest) = l.split_once(' ').unwrap_or((l.as_str(), ""));
+        match tag {
+            "block" => {
+                let mut f = rest.splitn(3, ' ');
+                let base = usize::from_str_radix(f.next().unwrap_or(""), 16).map_err(|_| err(format!("bad line '{l}'")))?;
+                let len = usize::from_str_radix(f.next().unwrap_or(""), 16).map_err(|_| err(format!("bad line '{l}'")))?;
+                blocks.push((base, len, f.next().unwrap_or("").to_string()));
+            }
+            "step" => {
+                startup_lines.get_or_insert_with(|| out_lines.clone());
+                last_step = rest.to_string();
+            }
+            "outcome" => {
+                class = OutcomeClass::parse(rest);
+                out_lines.clear();
+            }
+            "stage" => stage = Some(rest.to_string()),
+            "line" => out_lines.push(rest.to_string()),
+            "sigbus" => sigbus = usize::from_str_radix(rest, 16).ok(),
+            "end" => ended = true,
+            "error" => return Err(err(format!("the destination refused the scenario: {rest}"))),
+            _ => return Err(err(format!("unknown line from the destination: '{l}'"))),
+        }
+    }
+    if status.signal() == Some(libc::SIGBUS) {
+        let addr = sigbus.ok_or_else(|| err("killed by SIGBUS without reporting the address".into()))?;
+        let (base, _, name) = blocks.iter().find(|(base, len, _)| addr >= *base && addr < base + len).ok_or_else(|| err(format!("SIGBUS at {addr:#x}, outside guest RAM")))?;
+        let page = if name.contains('/') { b.destination.backend.page_size.0 } else { 4096 };
+        let offset = ((addr - base) as u64) / page * page;
+        let site = FaultSite { block: name.clone(), offset: Bytes(offset) };
+        // A SIGBUS ends the process at once: the lines it printed are those before the stage.
+        let keep = if last_step == Stage::GuestRuntime.to_string() { out_lines } else { startup_lines.unwrap_or_default() };
+        return Ok(if last_step == Stage::GuestRuntime.to_string() {
+            Outcome::RuntimeCrash { site, why: "real SIGBUS".into(), lines: keep }
+        } else {
+            Outcome::Crashed { stage: parse_stage(&last_step), site, lines: keep }
+        });
+    }
+    if !status.success() || !ended {
+        let mut text = String::new();
+        if let Some(mut e) = stderr {
+            let _ = std::io::Read::read_to_string(&mut e, &mut text);
+        }
+        return Err(err(format!("the destination ended with {status} at '{last_step}': {}", text.trim())));
+    }
+    let class = class.ok_or_else(|| err("the destination reported no outcome".into()))?;
+    let stage = stage.map(|s| parse_stage(&s));
+    Ok(match (class, stage) {
+        (OutcomeClass::Completed, _) => Outcome::Completed { lines: out_lines },
+        (OutcomeClass::Failed, Some(stage)) => Outcome::Failed { stage, lines: out_lines },
+        (OutcomeClass::PostcopyFailed, Some(stage)) => Outcome::PostcopyFailed { stage, lines: out_lines },
+        (c, s) => return Err(err(format!("the destination reported {c} at {s:?} without a SIGBUS"))),
+    })
+}
+
+/// Stages print as text; the comparison is by text, so keep it in a variant that prints the same.
+fn parse_stage(text: &str) -> Stage {
+    const FIXED: [Stage; 9] = [
+        Stage::Startup,
+        Stage::Header,
+        Stage::Advise,
+        Stage::RamSetup,
+        Stage::RamLoad,
+        Stage::PostcopyDiscard,
+        Stage::Listen,
+        Stage::PostcopyPlacement,
+        Stage::Run,
+    ];
+    if let Some(s) = FIXED.into_iter().find(|s| s.to_string() == text) {
+        return s;
+    }
+    if let Some(id) = text.strip_prefix("early section '").and_then(|t| t.strip_suffix('\'')) {
+        return Stage::EarlySection(id.to_string());
+    }
+    if let Some(id) = text.strip_prefix("device section '").and_then(|t| t.strip_suffix('\'')) {
+        return Stage::LateSection(id.to_string());
+    }
+    if text == Stage::Eof.to_string() {
+        return Stage::Eof;
+    }
+    Stage::GuestRuntime
+}
+
+/// The differences between the model's and the real outcome: class, stage, QEMU's lines and
+/// where a SIGBUS hit.
+pub fn compare(model: &Outcome, real: &Outcome) -> Vec<String> {
+    let mut d = Vec::new();
+    if model.class() != real.class() {
+        d.push(format!("class: model {}, real {}", model.class(), real.class()));
+    }
+    if model.stage() != real.stage() {
+        d.push(format!("stage: model {:?}, real {:?}", model.stage().map(|s| s.to_string()), real.stage().map(|s| s.to_string())));
+    }
+    if model.lines() != real.lines() {
+        d.push(format!("stderr: model {:?}, real {:?}", model.lines(), real.lines()));
+    }
+    let site = |o: &Outcome| match o {
+        Outcome::Crashed { site, .. } | Outcome::RuntimeCrash { site, .. } => Some(site.clone()),
+        _ => None,
+    };
+    if site(model) != site(real) {
+        d.push(format!("fault: model {:?}, real {:?}", site(model), site(real)));
+    }
+    d
+}

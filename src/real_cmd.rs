@@ -1,0 +1,38 @@
+//! `vmemsim run --backend real`: the model's outcome beside the outcome on real memory.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use vmemsim_sim::real::{compare, fits, model_outcome, run_real};
+use vmemsim_sim::{build, load};
+
+pub fn run(file: &Path) -> Result<ExitCode, String> {
+    let l = load(file).map_err(|e| e.to_string())?;
+    let b = build(&l).map_err(|e| e.to_string())?;
+    out!("scenario: {}", l.scenario.name);
+    let needs = fits(&b).map_err(|why| format!("{}: does not run on real memory here: {why}", file.display()))?;
+    out!("real memory: {needs:?}");
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
+    let model = model_outcome(&b);
+    let real = run_real(&exe, &l.text, &b, Duration::from_secs(120)).map_err(|e| e.to_string())?;
+    out!("model:");
+    out_raw!("{}", indent(&model.to_string()));
+    out!("real memory ({:.3} s):", real.elapsed.as_secs_f64());
+    out_raw!("{}", indent(&real.outcome.to_string()));
+    let diffs = compare(&model, &real.outcome);
+    if diffs.is_empty() {
+        out!("agreement: the model and real memory agree");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        out!("DISAGREEMENT:");
+        for d in diffs {
+            out!("  {d}");
+        }
+        Ok(ExitCode::from(1))
+    }
+}
+
+fn indent(text: &str) -> String {
+    text.lines().map(|l| format!("  {l}\n")).collect()
+}
