@@ -170,7 +170,10 @@ pub fn build(l: &Loaded) -> Result<Built, SimError> {
         let dev = &source.devices[device];
         guest_range(l, dev, device, r.offset, r.len, at, field)
     };
-    let mut plan = Plan { mode, ..Plan::default() };
+    if s.faults.skip_ram_discard && !matches!(mode, Mode::Postcopy { .. }) {
+        return Err(l.invalid(0, "faults.skip_ram_discard", "only a postcopy migration sends POSTCOPY_RAM_DISCARD"));
+    }
+    let mut plan = Plan { mode, skip_ram_discard: s.faults.skip_ram_discard, ..Plan::default() };
     for d in &s.guest.data {
         plan.data.push(range(d.get_ref(), d.span().start, "guest.data")?);
     }

@@ -292,6 +292,8 @@ pub fn generate(seed: u64, variant: Variant) -> Scenario {
         let at = comp.pick(&[DrainPoint::AfterEarly, DrainPoint::Listen, DrainPoint::End]);
         faults_spec.drain.push(spanned(DrainSpec { at, bytes: Bytes(comp.between(1, 64) * page) }));
     }
+    // A faulty source that skips the discard commands (one postcopy run in four).
+    faults_spec.skip_ram_discard = postcopy && ps.chance(25);
     let mut cancel = Stream::new(seed, Actor::Cancel);
     if on(FaultKind::CancelRetry) {
         let at = cancel.below(duration_us);

@@ -333,11 +333,14 @@ pub struct FaultSpec {
     /// The migration is cancelled at this virtual time and retried to a second destination.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cancel_at_us: Option<u64>,
+    /// A faulty source: postcopy without POSTCOPY_RAM_DISCARD for the pages not yet sent.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub skip_ram_discard: bool,
 }
 
 impl FaultSpec {
     pub fn is_empty(&self) -> bool {
-        self.drain.is_empty() && self.cancel_at_us.is_none()
+        self.drain.is_empty() && self.cancel_at_us.is_none() && !self.skip_ram_discard
     }
 }
 

@@ -22,6 +22,7 @@ pub fn size(s: &Scenario) -> (usize, u64) {
         + s.balloon.hint.len()
         + s.faults.drain.len()
         + usize::from(s.faults.cancel_at_us.is_some())
+        + usize::from(s.faults.skip_ram_discard)
         + usize::from(s.migration.mode == ModeSpec::Postcopy)
         + usize::from(s.destination.numa_nodes.is_some())
         + usize::from(!s.source.main_ram.is_zero());
@@ -126,6 +127,9 @@ fn candidates(s: &Scenario) -> Vec<Scenario> {
     }
     if s.faults.cancel_at_us.is_some() {
         push(&|c| c.faults.cancel_at_us = None);
+    }
+    if s.faults.skip_ram_discard {
+        push(&|c| c.faults.skip_ram_discard = false);
     }
     if s.migration.mode == ModeSpec::Postcopy {
         push(&|c| {

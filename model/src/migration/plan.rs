@@ -33,6 +33,10 @@ pub struct Plan {
     pub hints: Vec<GuestRange>,
     /// Ranges the guest writes on the destination after switchover.
     pub touches: Vec<GuestRange>,
+    /// A faulty source that sends no POSTCOPY_RAM_DISCARD before LISTEN, although pages are
+    /// still unsent (QEMU's `ram_postcopy_send_discard_bitmap` always covers them): the
+    /// destination's own discards are then all that keeps those pages absent.
+    pub skip_ram_discard: bool,
 }
 
 impl Plan {

@@ -76,27 +76,37 @@ pub fn page_runs<H: HostMemory>(src: &Vm<H>, plan: &Plan) -> Vec<Item> {
     out
 }
 
-/// Splits page runs after `percent` % of their bytes (at a 4 KiB page boundary).
-fn split_runs(runs: Vec<Item>, percent: u8) -> (Vec<Item>, Vec<Item>) {
-    let total: u128 = runs
-        .iter()
-        .map(|i| match i {
-            Item::Ram { len, .. } => len.0 as u128,
-            _ => 0,
-        })
-        .sum();
+/// Splits page runs after `percent` % of their bytes, at a host page boundary of the block the
+/// split falls in: postcopy works in whole host pages (`postcopy_chunk_hostpages_pass` makes
+/// each host page all-sent or all-unsent).
+fn split_runs(runs: Vec<Item>, percent: u8, page_of: impl Fn(usize) -> u64) -> (Vec<Item>, Vec<Item>) {
+    let len_of = |i: &Item| match i {
+        Item::Ram { len, .. } => len.0,
+        _ => unreachable!("only page runs"),
+    };
+    let total: u128 = runs.iter().map(|i| len_of(i) as u128).sum();
     let mut budget = (total * percent.min(100) as u128 / 100) as u64;
-    budget -= budget % crate::backend::TARGET_PAGE_SIZE.0;
+    // Where the switch happens: a block and a host-page-aligned offset in it.
+    let mut cut = None;
+    for item in &runs {
+        let Item::Ram { block, offset, len, .. } = *item else { unreachable!("only page runs") };
+        if budget < len.0 || (budget == len.0 && percent < 100) {
+            let page = page_of(block);
+            cut = Some((block, (offset.0 + budget) / page * page));
+            break;
+        }
+        budget -= len.0;
+    }
+    let Some((cut_block, cut_off)) = cut else { return (runs, Vec::new()) };
     let (mut before, mut after) = (Vec::new(), Vec::new());
     for item in runs {
         let Item::Ram { block, offset, len, kind } = item else { unreachable!("only page runs") };
-        if budget >= len.0 {
-            budget -= len.0;
+        let end = offset.0 + len.0;
+        if block < cut_block || (block == cut_block && end <= cut_off) {
             before.push(item);
-        } else if budget > 0 {
-            before.push(Item::Ram { block, offset, len: Bytes(budget), kind });
-            after.push(Item::Ram { block, offset: Bytes(offset.0 + budget), len: Bytes(len.0 - budget), kind });
-            budget = 0;
+        } else if block == cut_block && offset.0 < cut_off {
+            before.push(Item::Ram { block, offset, len: Bytes(cut_off - offset.0), kind });
+            after.push(Item::Ram { block, offset: Bytes(cut_off), len: Bytes(end - cut_off), kind });
         } else {
             after.push(item);
         }
@@ -140,9 +150,11 @@ pub fn stream<H: HostMemory>(src: &Vm<H>, plan: &Plan) -> Vec<Item> {
             out.extend(late);
         }
         Mode::Postcopy { switch_percent } => {
-            let (before, after) = split_runs(runs, switch_percent);
+            let (before, after) = split_runs(runs, switch_percent, |b| src.host_page_size(src.blocks[b].id).0);
             out.extend(before);
-            out.extend(discards(&after));
+            if !plan.skip_ram_discard {
+                out.extend(discards(&after));
+            }
             out.push(Item::Ping(2));
             out.push(Item::Listen);
             out.extend(late);
