@@ -20,6 +20,10 @@ pub enum Errno {
     NoMem,
     /// EEXIST: UFFDIO_COPY/ZEROPAGE onto a page that is present.
     Exist,
+    /// EEXIST that is really an allocation failure: on hugetlb, UFFDIO_COPY reports EEXIST when
+    /// it cannot allocate a huge page but a page table for the address exists
+    /// (`hugetlb_mfill_atomic_pte`, mm/hugetlb.c; seen here by vmemsim's real-memory runs).
+    ExistNoPage,
     /// EINVAL: bad arguments.
     Inval,
     /// EBUSY.
@@ -32,7 +36,7 @@ impl Errno {
         match self {
             Errno::Fault => "Bad address",
             Errno::NoMem => "Cannot allocate memory",
-            Errno::Exist => "File exists",
+            Errno::Exist | Errno::ExistNoPage => "File exists",
             Errno::Inval => "Invalid argument",
             Errno::Busy => "Device or resource busy",
         }

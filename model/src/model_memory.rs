@@ -214,7 +214,13 @@ impl HostMemory for ModelMemory {
         let (s, e) = self.span(block, offset, len);
         let present = self.blocks[block.0].populated.first_covered(s, e);
         let stop = present.unwrap_or(e);
-        self.fill(block, s, stop).map_err(|at| HostError { errno: Errno::NoMem, offset: Bytes(at) })?;
+        if let Err(at) = self.fill(block, s, stop) {
+            // On hugetlb a failed allocation reads EEXIST once the block maps any page (its page
+            // table exists); the model takes "any page of the block populated" for that [INF].
+            let b = &self.blocks[block.0];
+            let errno = if b.kind.is_hugetlb() && !b.populated.is_empty() { Errno::ExistNoPage } else { Errno::NoMem };
+            return Err(HostError { errno, offset: Bytes(at) });
+        }
         match present {
             Some(at) => Err(HostError { errno: Errno::Exist, offset: Bytes(at) }),
             None => Ok(()),
@@ -280,8 +286,18 @@ mod tests {
         assert_eq!(m.populated(b, Bytes::ZERO, Bytes::mib(4)), Bytes::mib(4));
         m.discard(b, Bytes::ZERO, Bytes::gib(1)).unwrap();
         assert_eq!(m.populated_total(b), Bytes::ZERO);
+        // Out of huge pages with others of the block mapped: hugetlb reports EEXIST.
         let e = m.place(b, Bytes::ZERO, Bytes::mib(16)).unwrap_err();
-        assert_eq!(e, HostError { errno: Errno::NoMem, offset: Bytes::mib(8) });
+        assert_eq!(e, HostError { errno: Errno::ExistNoPage, offset: Bytes::mib(8) });
+        assert_eq!(e.errno.strerror(), "File exists");
+        // With nothing of the block mapped, and on shmem always: ENOMEM.
+        m.discard(b, Bytes::ZERO, Bytes::gib(1)).unwrap();
+        m.drain_pool(PoolId(0), Bytes::mib(8));
+        assert_eq!(m.place(b, Bytes::ZERO, Bytes::mib(2)).unwrap_err().errno, Errno::NoMem);
+        let mut shm = ModelMemory::new();
+        let pool = shm.add_pool(Capacity::Limited(Bytes::mib(1)));
+        let sb = shm.add_block("mem0", Backend::unlimited(BackendKind::Memfd), Bytes::mib(8), pool);
+        assert_eq!(shm.place(sb, Bytes::ZERO, Bytes::mib(2)).unwrap_err(), HostError { errno: Errno::NoMem, offset: Bytes::mib(1) });
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub enum Variant {
     Faithful,
     /// QEMU before 8.0 (before 3b95a71b22 and d71920d425): the bitmap travels late, after RAM,
     /// so the destination cannot preallocate plugged blocks before RAM load.
+    #[serde(rename = "pre-80")]
     Pre80,
     /// d71920d425 without its discard in `virtio_mem_post_load_early`: under postcopy the
     /// preallocated pages stay present at LISTEN and UFFDIO_COPY fails with EEXIST.
@@ -64,6 +65,24 @@ impl Variant {
 impl fmt::Display for Variant {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_and_cli_names_agree() {
+        #[derive(Serialize, Deserialize)]
+        struct W {
+            v: Variant,
+        }
+        for v in Variant::ALL {
+            let text = toml::to_string(&W { v }).unwrap();
+            assert_eq!(text.trim(), format!("v = \"{}\"", v.name()));
+            assert_eq!(v.name().parse::<Variant>(), Ok(v));
+        }
     }
 }
 

@@ -384,6 +384,10 @@ fn migrate(run: &mut Run, premise: bool) -> Outcome {
                 early_seen = true;
             }
             if let Err(outcome) = result {
+                if d.placement_error().is_some_and(|e| e.errno == vmemsim_model::host::Errno::Exist) {
+                    let at = d.placement_error().map(|e| e.offset).unwrap_or_default();
+                    run.violate(Property::PostcopyCleanSlate, format!("a postcopy placement hit EEXIST on a present page at {:#x}", at.0));
+                }
                 return outcome;
             }
             if item == Item::Listen {
@@ -416,9 +420,6 @@ fn final_checks(run: &mut Run, outcome: &Outcome, premise: bool) {
     }
     if premise && !b.plan.is_postcopy() && outcome.class() == OutcomeClass::RuntimeCrash {
         run.violate(Property::PluggedPopulated, "the guest hit SIGBUS after a precopy migration with prealloc on a new machine".into());
-    }
-    if outcome.class() == OutcomeClass::PostcopyFailed && outcome.lines().iter().any(|l| l.contains("File exists")) {
-        run.violate(Property::PostcopyCleanSlate, "a postcopy placement hit EEXIST".into());
     }
     if let Some(class) = oracle::predict(b) {
         if class != outcome.class() {

@@ -42,6 +42,8 @@ pub struct Destination<H: HostMemory> {
     /// Which devices' plugged blocks were preallocated by the early section.
     preallocated: Vec<bool>,
     lines: Vec<String>,
+    /// The error of the placement that failed, if one did.
+    placement_error: Option<crate::host::HostError>,
     /// How many of the VM's own lines (realize, request warnings) were already copied.
     vm_lines_seen: usize,
     eof: bool,
@@ -74,6 +76,7 @@ impl<H: HostMemory> Destination<H> {
             preallocated: vec![false; n],
             lines,
             vm_lines_seen,
+            placement_error: None,
             eof: false,
         }
     }
@@ -353,6 +356,7 @@ impl<H: HostMemory> Destination<H> {
             for (s, e) in ready.iter() {
                 self.placed[local].insert(s, e);
                 if let Err(err) = self.vm.host.place(info.id, Bytes(s), Bytes(e - s)) {
+                    self.placement_error = Some(err);
                     let mut l = std::mem::take(&mut self.lines);
                     // The host pointers QEMU prints are replaced by block+offset [INF: the
                     // format is postcopy_place_page's "%s: %s copy host: %p from: %p (size: %zd)"].
@@ -491,6 +495,11 @@ impl<H: HostMemory> Destination<H> {
         let mut lines = std::mem::take(&mut self.lines);
         lines.extend(self.vm.lines.drain(..).skip(self.vm_lines_seen));
         Outcome::Completed { lines }
+    }
+
+    /// The error of the postcopy placement that ended the migration, if one did.
+    pub fn placement_error(&self) -> Option<crate::host::HostError> {
+        self.placement_error
     }
 
     /// Lines QEMU printed so far (warnings).

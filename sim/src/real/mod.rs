@@ -11,4 +11,4 @@ pub mod parent;
 pub mod uffd;
 
 pub use memory::{Places, RealMemory};
-pub use parent::{compare, fits, model_outcome, run_real, Needs, RealRun};
+pub use parent::{compare, fits, fits_within, model_outcome, run_real, strip_simulated, Needs, RealRun};

@@ -81,20 +81,25 @@ pub fn free_huge_pages() -> u64 {
 }
 
 /// Makes at least `pages` 2 MiB huge pages free by growing the global pool, never shrinking it
-/// below what it found; restores the size it found on drop. One at a time per process.
+/// below what it found; restores the size it found on drop. Guards nest: an inner one that
+/// finds enough free pages changes nothing.
 pub struct HugePool {
     found: u64,
     changed: bool,
-    _lock: MutexGuard<'static, ()>,
+}
+
+static LOCK: Mutex<()> = Mutex::new(());
+
+fn lock() -> MutexGuard<'static, ()> {
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl HugePool {
     pub fn ensure_free(pages: u64) -> std::io::Result<HugePool> {
-        static LOCK: Mutex<()> = Mutex::new(());
-        let lock = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+        let _lock = lock();
         let found = read_u64(NR_HUGEPAGES)?;
         let free = free_huge_pages();
-        let mut pool = HugePool { found, changed: false, _lock: lock };
+        let mut pool = HugePool { found, changed: false };
         if free < pages {
             std::fs::write(NR_HUGEPAGES, (found + pages - free).to_string())?;
             pool.changed = true;
@@ -110,6 +115,7 @@ impl HugePool {
 impl Drop for HugePool {
     fn drop(&mut self) {
         if self.changed {
+            let _lock = lock();
             let _ = std::fs::write(NR_HUGEPAGES, self.found.to_string());
         }
     }

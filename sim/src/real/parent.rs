@@ -41,6 +41,20 @@ impl Needs {
 
 /// Whether a built scenario runs on real memory here, and what it needs; `Err` says why not.
 pub fn fits(b: &Built) -> Result<Needs, String> {
+    fits_within(b, REAL_BUDGET)
+}
+
+/// Drops what only the simulator can do (guest requests, resizes, competitors, cancellation),
+/// so a generated scenario can run on real memory.
+pub fn strip_simulated(s: &mut crate::scenario::Scenario) {
+    s.guest.action.clear();
+    s.manager.resize.clear();
+    s.faults.drain.clear();
+    s.faults.cancel_at_us = None;
+}
+
+/// Like [`fits`], with a smaller budget of real memory to populate.
+pub fn fits_within(b: &Built, budget: u64) -> Result<Needs, String> {
     if !b.actions.is_empty() || !b.resizes.is_empty() || !b.drains.is_empty() || b.cancel_at.is_some() {
         return Err("guest requests, resizes, competitors and cancellation are simulated only".into());
     }
@@ -51,10 +65,22 @@ pub fn fits(b: &Built) -> Result<Needs, String> {
     }
     let plugged: u64 = b.source.devices.iter().map(|d| d.size().0).sum();
     let touched: u64 = b.plan.touches.iter().map(|t| t.len.0).sum();
-    let populate = cap.unwrap_or(u64::MAX).min(plugged.saturating_add(touched));
-    if populate > REAL_BUDGET {
-        return Err(format!("it would populate {} of real memory, more than the {} budget", Bytes(populate), Bytes(REAL_BUDGET)));
+    // The most the destination could populate: what is plugged and touched, or the whole
+    // regions for a variant that preallocates them.
+    let regions: u64 = b.source.devices.iter().map(|d| d.region_size().0).sum();
+    let worst = if b.destination.variant == vmemsim_model::Variant::PreallocWholeRegion { regions } else { plugged.saturating_add(touched) };
+    let populate = cap.unwrap_or(u64::MAX).min(worst);
+    if populate > budget {
+        return Err(format!("it would populate {} of real memory, more than the {} budget", Bytes(populate), Bytes(budget)));
     }
+    if cap == Some(0) {
+        return Err("a size=0 mount has no quota (tmpfs and hugetlbfs read 0 as unlimited)".into());
+    }
+    if let Some(c) = cap.filter(|c| c % backend.page_size.0 != 0) {
+        return Err(format!("a quota of {} is not whole {} pages", Bytes(c), backend.page_size));
+    }
+    // Unlimited mounts still get the budget as their quota: nothing can run away.
+    let quota = Some(cap.unwrap_or(budget));
     let mut needs = Needs { mount: None, files: false, huge_pages: 0 };
     match backend.kind {
         BackendKind::PrivateAnonymous | BackendKind::SharedAnonymous if cap.is_some() => {
@@ -64,10 +90,10 @@ pub fn fits(b: &Built) -> Result<Needs, String> {
         BackendKind::RegularFile if cap.is_some() => return Err("a disk file system has no quota a test can set".into()),
         BackendKind::RegularFile => needs.files = true,
         BackendKind::Memfd if cap.is_none() => {}
-        BackendKind::Memfd | BackendKind::TmpfsFile => needs.mount = Some(("tmpfs", cap)),
-        BackendKind::MemfdHugetlb if cap.is_none() => needs.huge_pages = plugged.div_ceil(2 << 20),
+        BackendKind::Memfd | BackendKind::TmpfsFile => needs.mount = Some(("tmpfs", quota)),
+        BackendKind::MemfdHugetlb if cap.is_none() => needs.huge_pages = plugged.saturating_add(touched).div_ceil(2 << 20),
         BackendKind::MemfdHugetlb | BackendKind::Hugetlbfs => {
-            needs.mount = Some(("hugetlbfs", cap));
+            needs.mount = Some(("hugetlbfs", quota.map(|q| q.div_ceil(2 << 20) * (2 << 20))));
             needs.huge_pages = cap.unwrap_or(plugged).min(plugged.saturating_add(touched)).div_ceil(2 << 20);
         }
     }

@@ -1,0 +1,131 @@
+//! The model against real memory: every shipped scenario that fits, and 200 generated seeds,
+//! run on actual mmap'd memory in a child process must end the way the model says: same class,
+//! stage, QEMU lines and SIGBUS site. Root-only cases skip with a reason when not root, and run
+//! under CI=true.
+
+mod common;
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use vmemsim_model::{OutcomeClass, Variant};
+use vmemsim_sim::campaign::loaded;
+use vmemsim_sim::gen::generate;
+use vmemsim_sim::real::mounts::is_root;
+use vmemsim_sim::real::{compare, fits, fits_within, model_outcome, run_real, strip_simulated};
+use vmemsim_sim::{build, load};
+
+/// One real run at a time: they share the huge page pool.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+const EXE: &str = env!("CARGO_BIN_EXE_vmemsim");
+const TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Whether the root-only tests can run here; under CI=true they must.
+fn root_or_skip(test: &str) -> bool {
+    if is_root() {
+        return true;
+    }
+    assert!(std::env::var("CI").as_deref() != Ok("true"), "{test}: CI=true runs as root, but this process is not root");
+    eprintln!("skipping {test}: not root (private mounts and the huge page pool need root)");
+    false
+}
+
+#[test]
+fn shipped_scenarios_agree_on_real_memory() {
+    if !root_or_skip("shipped_scenarios_agree_on_real_memory") {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let (mut ran, mut failures) = (Vec::new(), Vec::new());
+    for f in common::scenario_files() {
+        let l = load(&f).unwrap();
+        let b = build(&l).unwrap();
+        if let Err(why) = fits(&b) {
+            eprintln!("{}: model only: {why}", f.display());
+            continue;
+        }
+        let model = model_outcome(&b);
+        let real = run_real(EXE.as_ref(), &l.text, &b, TIMEOUT).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        eprintln!("{}: {} on real memory in {:.3} s", f.display(), real.outcome.class(), real.elapsed.as_secs_f64());
+        let diffs = compare(&model, &real.outcome);
+        if !diffs.is_empty() {
+            failures.push(format!("{}: {}", f.display(), diffs.join("; ")));
+        }
+        ran.push(f.file_name().unwrap().to_string_lossy().to_string());
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    for must in ["new-prealloc-short.toml", "new-noprealloc-short.toml", "old-prealloc-short.toml", "old-noprealloc-short.toml", "new-prealloc-enough.toml", "old-prealloc-enough.toml", "two-devices-short-hugetlb.toml", "big-sparse-region.toml"] {
+        assert!(ran.iter().any(|r| r == must), "{must} ran on real memory: {ran:?}");
+    }
+}
+
+#[test]
+fn two_hundred_generated_seeds_agree_on_real_memory() {
+    if !root_or_skip("two_hundred_generated_seeds_agree_on_real_memory") {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let start = Instant::now();
+    let (mut ran, mut failures, mut classes) = (0, Vec::new(), std::collections::BTreeMap::new());
+    let mut seed = 0;
+    while ran < 200 {
+        seed += 1;
+        assert!(seed < 20_000, "too few generated seeds fit real memory");
+        let mut s = generate(seed, Variant::Faithful);
+        strip_simulated(&mut s);
+        let text = toml::to_string(&s).unwrap();
+        let l = loaded(s);
+        let b = build(&l).unwrap();
+        if fits_within(&b, 384 << 20).is_err() {
+            continue;
+        }
+        let model = model_outcome(&b);
+        let real = run_real(EXE.as_ref(), &text, &b, TIMEOUT).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        let diffs = compare(&model, &real.outcome);
+        if !diffs.is_empty() {
+            failures.push(format!("seed {seed}: {}", diffs.join("; ")));
+        }
+        *classes.entry(model.class()).or_insert(0) += 1;
+        ran += 1;
+    }
+    eprintln!("200 generated seeds (up to seed {seed}) on real memory in {:.1} s: {classes:?}", start.elapsed().as_secs_f64());
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(classes.len() >= 3, "the seeds cover several outcome classes: {classes:?}");
+}
+
+#[test]
+fn variants_fail_for_real() {
+    if !root_or_skip("variants_fail_for_real") {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    for (file, class, needle) in [
+        ("real/pre80-short-hugetlbfs.toml", OutcomeClass::Crashed, None),
+        ("real/dontneed-shared-postcopy.toml", OutcomeClass::PostcopyFailed, Some("File exists")),
+        ("real/no-discard-after-prealloc-postcopy.toml", OutcomeClass::PostcopyFailed, Some("File exists")),
+    ] {
+        let l = load(&common::scenario(file)).unwrap();
+        let b = build(&l).unwrap();
+        let real = run_real(EXE.as_ref(), &l.text, &b, TIMEOUT).unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert_eq!(real.outcome.class(), class, "{file}: {}", real.outcome);
+        if let Some(n) = needle {
+            assert!(real.outcome.lines().iter().any(|l| l.contains(n)), "{file}: a real {n}: {}", real.outcome);
+        }
+    }
+}
+
+#[test]
+fn nothing_is_left_mounted_and_the_pool_is_restored() {
+    if !root_or_skip("nothing_is_left_mounted_and_the_pool_is_restored") {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let before = std::fs::read_to_string("/proc/sys/vm/nr_hugepages").unwrap();
+    let l = load(&common::scenario("seed/two-devices-short-hugetlb.toml")).unwrap();
+    let b = build(&l).unwrap();
+    run_real(EXE.as_ref(), &l.text, &b, TIMEOUT).unwrap();
+    assert_eq!(std::fs::read_to_string("/proc/sys/vm/nr_hugepages").unwrap(), before);
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    assert!(!mounts.contains(&format!("vmemsim-hugetlbfs-{}", std::process::id())), "{mounts}");
+}
