@@ -97,7 +97,9 @@ impl HostSetup for RealMemory {
             (Pool::Main, _) | (_, BackendKind::PrivateAnonymous) => Mapping::new(Backing::PrivateAnonymous, len.0 as usize, PAGE, name),
             (_, BackendKind::SharedAnonymous) => Mapping::new(Backing::SharedAnonymous, len.0 as usize, PAGE, name),
             (_, BackendKind::Memfd) if !limited => Mapping::new(Backing::Memfd { hugetlb: false }, len.0 as usize, PAGE, name),
-            (_, BackendKind::MemfdHugetlb) if !limited => Mapping::new(Backing::Memfd { hugetlb: true }, len.0 as usize, page, name),
+            (_, BackendKind::MemfdHugetlb) if !limited || backend.capacity.limit() == Some(Bytes::ZERO) => {
+                Mapping::new(Backing::Memfd { hugetlb: true }, len.0 as usize, page, name)
+            }
             (_, BackendKind::RegularFile) => Mapping::new(Backing::File(&path(&self.places.files)), len.0 as usize, PAGE, name),
             (_, kind) => Mapping::new(Backing::File(&path(&self.places.mount)), len.0 as usize, if kind.is_hugetlb() { page } else { PAGE }, name),
         };
@@ -114,8 +116,17 @@ impl HostMemory for RealMemory {
         let b = self.block(block);
         let addr = b.map.at(offset.0 as usize, len.0 as usize);
         // SAFETY: the range lies inside the mapping; MADV_POPULATE_WRITE only faults pages in.
-        unsafe { rustix::mm::madvise(addr.cast(), len.0 as usize, Advice::LinuxPopulateWrite) }
-            .map_err(|e| HostError { errno: errno(e), offset })
+        match unsafe { rustix::mm::madvise(addr.cast(), len.0 as usize, Advice::LinuxPopulateWrite) } {
+            Ok(()) => Ok(()),
+            // qemu_prealloc_mem's fallback, only where the kernel does not know the advice:
+            // touch every page (a shortage then kills the process by SIGBUS here, where QEMU's
+            // own handler would turn it into EFAULT).
+            Err(SysErrno::INVAL) => {
+                self.touch_pages(block, offset, len, true);
+                Ok(())
+            }
+            Err(e) => Err(HostError { errno: errno(e), offset }),
+        }
     }
 
     fn discard(&mut self, block: RamBlockId, offset: Bytes, len: Bytes) -> Result<(), HostError> {

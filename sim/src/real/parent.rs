@@ -73,7 +73,9 @@ pub fn fits_within(b: &Built, budget: u64) -> Result<Needs, String> {
     if populate > budget {
         return Err(format!("it would populate {} of real memory, more than the {} budget", Bytes(populate), Bytes(budget)));
     }
-    if cap == Some(0) {
+    // Without root, memfd hugetlb with no free huge pages is still a real shortage of zero.
+    let empty_pool = backend.kind == BackendKind::MemfdHugetlb && cap == Some(0) && super::mounts::free_huge_pages() == 0;
+    if cap == Some(0) && !empty_pool {
         return Err("a size=0 mount has no quota (tmpfs and hugetlbfs read 0 as unlimited)".into());
     }
     if let Some(c) = cap.filter(|c| c % backend.page_size.0 != 0) {
@@ -91,6 +93,7 @@ pub fn fits_within(b: &Built, budget: u64) -> Result<Needs, String> {
         BackendKind::RegularFile => needs.files = true,
         BackendKind::Memfd if cap.is_none() => {}
         BackendKind::Memfd | BackendKind::TmpfsFile => needs.mount = Some(("tmpfs", quota)),
+        BackendKind::MemfdHugetlb if empty_pool => {}
         BackendKind::MemfdHugetlb if cap.is_none() => needs.huge_pages = plugged.saturating_add(touched).div_ceil(2 << 20),
         BackendKind::MemfdHugetlb | BackendKind::Hugetlbfs => {
             needs.mount = Some(("hugetlbfs", quota.map(|q| q.div_ceil(2 << 20) * (2 << 20))));
