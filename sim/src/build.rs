@@ -29,6 +29,8 @@ pub struct Built {
     pub cancel_at: Option<u64>,
     /// Channel bytes per virtual second.
     pub bandwidth: u64,
+    /// How the real adapter preallocates.
+    pub prealloc_strategy: crate::real::prealloc::Strategy,
     pub seed: u64,
 }
 
@@ -215,6 +217,13 @@ pub fn build(l: &Loaded) -> Result<Built, SimError> {
         resizes.push((r.at_us, device, r.requested));
     }
     let drains = s.faults.drain.iter().map(|d| (d.get_ref().at, d.get_ref().bytes)).collect();
+    if !s.destination.prealloc_strategy.graceful() {
+        return Err(l.invalid(
+            0,
+            "destination.prealloc_strategy",
+            "touch cannot fail gracefully without QEMU's SIGBUS handler: use qemu, per-block, parallel or fallocate",
+        ));
+    }
     let bandwidth = s.migration.bandwidth.unwrap_or(Bytes::GIB).0;
     if bandwidth == 0 {
         return Err(l.invalid(0, "migration.bandwidth", "the bandwidth must be more than zero"));
@@ -229,6 +238,7 @@ pub fn build(l: &Loaded) -> Result<Built, SimError> {
         drains,
         cancel_at: s.faults.cancel_at_us,
         bandwidth,
+        prealloc_strategy: s.destination.prealloc_strategy,
         seed: s.seed,
     })
 }

@@ -337,6 +337,7 @@ pub fn generate(seed: u64, variant: Variant) -> Scenario {
             backend: spanned(BackendSpec { kind, page_size: None, capacity }),
             numa_nodes: numa,
             prealloc: None,
+            prealloc_strategy: Default::default(),
         },
         devices: specs.into_iter().map(spanned).collect(),
         migration,

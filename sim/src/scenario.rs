@@ -74,6 +74,10 @@ pub struct DestinationSpec {
     /// Overrides every device's `prealloc` on the destination.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prealloc: Option<bool>,
+    /// How the real adapter preallocates (qemu, per-block, parallel, fallocate); the model's
+    /// outcome does not depend on it.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub prealloc_strategy: crate::real::prealloc::Strategy,
 }
 
 /// A memory backend: kind, page size and capacity.

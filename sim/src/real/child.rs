@@ -98,7 +98,9 @@ pub fn destination_main(places: Places) -> i32 {
     };
     install_sigbus_reporter();
     let discard = (built.destination.variant == Variant::DontneedOnShared).then_some(DiscardMethod::Dontneed);
-    let vm = match Vm::realize_with(&built.destination, RealMemory::new(places, discard)) {
+    let block_sizes = built.destination.devices.iter().map(|d| (d.ram_block_name(), d.block_size.map_or(2 << 20, |b| b.0))).collect();
+    let host = RealMemory::new(places, discard).with_strategy(built.prealloc_strategy, block_sizes);
+    let vm = match Vm::realize_with(&built.destination, host) {
         Ok(vm) => vm,
         Err(e) => {
             report(&Outcome::Failed { stage: Stage::Startup, lines: vec![e.to_string()] });

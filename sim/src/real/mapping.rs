@@ -18,9 +18,13 @@ pub struct Mapping {
     pub shared: bool,
 }
 
-// SAFETY: the mapping is plain memory owned by this value; the pointer is only dereferenced
-// through `Mapping`'s methods on the thread that owns it.
+// SAFETY: the mapping is plain memory owned by this value; moving it to another thread moves
+// the ownership of that memory with it.
 unsafe impl Send for Mapping {}
+// SAFETY: `&Mapping` only hands out raw addresses (`at`, `base`); the kernel calls made through
+// them (madvise, fallocate, UFFDIO_COPY) are safe to run from several threads at once, and the
+// volatile page touches of concurrent preallocation threads go to disjoint ranges.
+unsafe impl Sync for Mapping {}
 
 /// How a block is backed.
 pub enum Backing<'a> {

@@ -11,6 +11,7 @@ use vmemsim_model::host::{Errno, HostError, HostMemory, HostSetup, PageKind, Poo
 use vmemsim_model::Bytes;
 
 use super::mapping::{Backing, Mapping};
+use super::prealloc::{preallocate, Strategy};
 use super::uffd::Userfault;
 
 const PAGE: usize = 4096;
@@ -27,6 +28,8 @@ pub struct Places {
 
 struct Block {
     map: Mapping,
+    /// The virtio-mem block size of a device's memdev (per-block preallocation), else the page.
+    block_size: usize,
     discard: DiscardMethod,
     registered: bool,
 }
@@ -34,6 +37,9 @@ struct Block {
 /// Real guest memory of one process.
 pub struct RealMemory {
     places: Places,
+    strategy: Strategy,
+    /// Block sizes of the devices' memdevs, by RAM block name.
+    block_sizes: Vec<(String, u64)>,
     blocks: Vec<Block>,
     discard_override: Option<DiscardMethod>,
     uffd: Option<Userfault>,
@@ -53,7 +59,14 @@ fn errno(e: SysErrno) -> Errno {
 
 impl RealMemory {
     pub fn new(places: Places, discard_override: Option<DiscardMethod>) -> RealMemory {
-        RealMemory { places, blocks: Vec::new(), discard_override, uffd: None, zero_src: Vec::new() }
+        RealMemory { places, strategy: Strategy::Qemu, block_sizes: Vec::new(), blocks: Vec::new(), discard_override, uffd: None, zero_src: Vec::new() }
+    }
+
+    /// Preallocates with `strategy`; `block_sizes` names each memdev's virtio-mem block size.
+    pub fn with_strategy(mut self, strategy: Strategy, block_sizes: Vec<(String, u64)>) -> RealMemory {
+        self.strategy = strategy;
+        self.block_sizes = block_sizes;
+        self
     }
 
     /// (name-independent) base address and length of each block, for mapping a SIGBUS address
@@ -106,7 +119,8 @@ impl HostSetup for RealMemory {
         let map = result.unwrap_or_else(|e| panic!("cannot map RAM block '{name}' ({} bytes): {e}", len.0));
         let kind = if pool == Pool::Main { BackendKind::PrivateAnonymous } else { backend.kind };
         let discard = self.discard_override.unwrap_or_else(|| DiscardMethod::qemu_choice(kind, Bytes(map.page_size as u64)));
-        self.blocks.push(Block { map, discard, registered: false });
+        let block_size = self.block_sizes.iter().find(|(n, _)| n == name).map_or(map.page_size, |(_, b)| *b as usize);
+        self.blocks.push(Block { map, block_size, discard, registered: false });
         RamBlockId(self.blocks.len() - 1)
     }
 }
@@ -114,9 +128,8 @@ impl HostSetup for RealMemory {
 impl HostMemory for RealMemory {
     fn populate(&mut self, block: RamBlockId, offset: Bytes, len: Bytes) -> Result<(), HostError> {
         let b = self.block(block);
-        let addr = b.map.at(offset.0 as usize, len.0 as usize);
-        // SAFETY: the range lies inside the mapping; MADV_POPULATE_WRITE only faults pages in.
-        match unsafe { rustix::mm::madvise(addr.cast(), len.0 as usize, Advice::LinuxPopulateWrite) } {
+        let runs = [(offset.0 as usize, len.0 as usize)];
+        match preallocate(&b.map, &runs, b.block_size, self.strategy) {
             Ok(()) => Ok(()),
             // qemu_prealloc_mem's fallback, only where the kernel does not know the advice:
             // touch every page (a shortage then kills the process by SIGBUS here, where QEMU's

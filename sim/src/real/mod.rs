@@ -8,6 +8,7 @@ pub mod mapping;
 pub mod memory;
 pub mod mounts;
 pub mod parent;
+pub mod prealloc;
 pub mod uffd;
 
 pub use memory::{Places, RealMemory};
