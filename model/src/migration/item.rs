@@ -16,12 +16,13 @@ pub struct SanityFields {
     pub node: u32,
 }
 
-/// The plug state a virtio-mem section carries: early on new machines, late on old ones.
+/// The plug state a virtio-mem section carries: early on new machines, late on old ones. The
+/// bitmap is shared, not copied, between the source and the stream.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PlugState {
     pub sanity: SanityFields,
     pub size: Bytes,
-    pub bitmap: Bitmap,
+    pub bitmap: std::sync::Arc<Bitmap>,
 }
 
 /// `vmstate_virtio_mem_device_early`: a FULL section sent in `qemu_savevm_state_setup`.

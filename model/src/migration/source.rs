@@ -20,7 +20,7 @@ pub fn plug_state(dev: &VirtioMem) -> PlugState {
             node: dev.node(),
         },
         size: dev.size(),
-        bitmap: dev.bitmap().clone(),
+        bitmap: std::sync::Arc::new(dev.bitmap().clone()),
     }
 }
 

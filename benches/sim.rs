@@ -1,0 +1,92 @@
+//! The simulator's own speed: scenario runs per second, how the cost of a migration follows
+//! plugged runs rather than bytes, and campaign throughput on 1 and 2 threads.
+
+use std::path::Path;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use vmemsim_model::config::HostFacts;
+use vmemsim_model::migration::drive;
+use vmemsim_model::{Backend, BackendKind, BlockCount, BlockIndex, Bytes, Capacity, DeviceConfig, Gpa, MachineType, Plan, Variant, Vm, VmConfig};
+use vmemsim_sim::campaign::{campaign, run_seed, Options, Shard};
+use vmemsim_sim::{build, load, simulate};
+
+fn seed_scenario(c: &mut Criterion) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/seed/two-devices-short-hugetlb.toml");
+    let built = build(&load(&path).expect("the seed scenario")).expect("builds");
+    let enough = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/real-qemu/new-prealloc-enough.toml");
+    let enough = build(&load(&enough).expect("scenario")).expect("builds");
+    let mut g = c.benchmark_group("sim/scenario");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("seed-two-devices", |b| b.iter(|| simulate(&built)));
+    g.bench_function("real-qemu-new-prealloc-enough", |b| b.iter(|| simulate(&enough)));
+    g.finish();
+    // A typical campaign mix: generated seeds with the swarm's faults, one thread.
+    let mut g = c.benchmark_group("sim/campaign-mix");
+    g.throughput(Throughput::Elements(1000));
+    g.bench_function("1000-generated-seeds", |b| b.iter(|| (1..=1000).map(|s| run_seed(s, Variant::Faithful).0).count()));
+    g.finish();
+}
+
+/// A source VM with one device of `region` bytes (2 MiB blocks) and `runs` plugged runs of one
+/// block each, and the destination's configuration.
+fn setup(region: Bytes, runs: u64) -> (Vm, VmConfig) {
+    let cfg = VmConfig {
+        machine: MachineType::parse("q35").expect("known"),
+        devices: vec![DeviceConfig {
+            id: "vmem0".into(),
+            pci: "0000:00:03.0".into(),
+            memdev: "mem0".into(),
+            memaddr: Gpa(1 << 40),
+            region_size: region,
+            block_size: Some(Bytes::mib(2)),
+            node: 0,
+            prealloc: true,
+            early_migration: None,
+            requested_size: region,
+            memdev_prealloc: false,
+        }],
+        backend: Backend { kind: BackendKind::MemfdHugetlb, page_size: Bytes::mib(2), capacity: Capacity::Unlimited },
+        main_ram: Bytes::ZERO,
+        facts: HostFacts::default(),
+        variant: Variant::Faithful,
+    };
+    let (mut src, _) = Vm::realize(&cfg).expect("realizes");
+    for r in 0..runs {
+        assert_eq!(src.guest_plug(0, BlockIndex(r * 2), BlockCount(1), false), None);
+    }
+    (src, cfg)
+}
+
+fn scaling(c: &mut Criterion) {
+    let mut g = c.benchmark_group("sim/scaling");
+    g.sample_size(10).measurement_time(Duration::from_secs(2));
+    for (name, region) in [("1GiB", Bytes::gib(1)), ("1TiB", Bytes::TIB), ("16TiB", Bytes(16 << 40))] {
+        for runs in [1u64, 100, 1000, 1_000_000] {
+            if runs * 2 > region.0 / (2 << 20) {
+                continue;
+            }
+            let (src, cfg) = setup(region, runs);
+            g.bench_with_input(BenchmarkId::new(name, format!("{runs}-runs")), &runs, |b, _| {
+                b.iter(|| drive::migrate(&src, Vm::realize(&cfg).expect("realizes").0, &Plan::default()))
+            });
+        }
+    }
+    g.finish();
+}
+
+fn campaigns(c: &mut Criterion) {
+    let mut g = c.benchmark_group("sim/campaign");
+    g.sample_size(10).measurement_time(Duration::from_secs(3));
+    g.throughput(Throughput::Elements(4000));
+    for threads in [1usize, 2] {
+        g.bench_with_input(BenchmarkId::new("threads", threads), &threads, |b, &threads| {
+            let o = Options { runs: Some(4000), seed: 1, threads, shard: Shard::WHOLE, variant: Variant::Faithful, time: None, stop_on_finding: false };
+            b.iter(|| campaign(&o, &|_, _| {}))
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, seed_scenario, scaling, campaigns);
+criterion_main!(benches);
