@@ -1,12 +1,14 @@
-//! Preallocation strategies on real memory: a virtio-mem region (4 GiB by default,
-//! `VMEMSIM_BENCH_REGION` to change) with 10 %, 50 % and 100 % plugged contiguously and 50 %
-//! plugged in random blocks, on private anonymous 4 KiB, memfd 4 KiB and memfd hugetlb 2 MiB
-//! memory; plus the memory bandwidth (memset over populated memory) and the cost of discarding.
+//! Preallocation strategies on real memory: a virtio-mem region with 10 %, 50 % and 100 %
+//! plugged contiguously and 50 % plugged in random blocks, on private anonymous 4 KiB, memfd
+//! 4 KiB and memfd hugetlb 2 MiB memory; plus the memory bandwidth (memset over populated
+//! memory) and the cost of discarding. The region is 4 GiB for hugetlb and 2 GiB for 4 KiB
+//! memory, whose first-touch faults cost about 1 µs each in this VM, so that `cargo bench` stays
+//! under 10 minutes; `VMEMSIM_BENCH_REGION=4G` sets every region (about 20 minutes here).
 //! Each group reports bytes per second; the README turns them into GiB/s and ratios.
 
 use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput};
 use rustix::fs::FallocateFlags;
 use rustix::mm::Advice;
 use vmemsim_model::Bytes;
@@ -16,8 +18,9 @@ use vmemsim_sim::real::prealloc::{preallocate, Strategy};
 
 const BLOCK: usize = 2 << 20;
 
-fn region() -> usize {
-    std::env::var("VMEMSIM_BENCH_REGION").ok().and_then(|s| s.parse::<Bytes>().ok()).map_or(4 << 30, |b| b.0 as usize)
+fn region(kind: Kind) -> usize {
+    let default = if matches!(kind, Kind::Hugetlb) { 4 << 30 } else { 2 << 30 };
+    std::env::var("VMEMSIM_BENCH_REGION").ok().and_then(|s| s.parse::<Bytes>().ok()).map_or(default, |b| b.0 as usize)
 }
 
 /// Plugged runs (offset, len) of a layout.
@@ -78,9 +81,9 @@ fn timed(kind: Kind, len: usize, iters: u64, mut f: impl FnMut(&Mapping)) -> Dur
     total
 }
 
-fn kinds(region: usize) -> (Vec<Kind>, Option<HugePool>) {
+fn kinds() -> (Vec<Kind>, Option<HugePool>) {
     let mut kinds = vec![Kind::Anon, Kind::Memfd];
-    let pages = (region / (2 << 20)) as u64;
+    let pages = (region(Kind::Hugetlb) / (2 << 20)) as u64;
     let pool = if free_huge_pages() >= pages {
         kinds.push(Kind::Hugetlb);
         None
@@ -107,13 +110,14 @@ fn kinds(region: usize) -> (Vec<Kind>, Option<HugePool>) {
 }
 
 fn strategies(c: &mut Criterion) {
-    let region = region();
-    let (kinds, _pool) = kinds(region);
+    let (kinds, _pool) = kinds();
     for kind in kinds {
+        let region = region(kind);
         for (layout, runs) in layouts(region) {
             let bytes: usize = runs.iter().map(|r| r.1).sum();
             let mut g = c.benchmark_group(format!("prealloc/{}/{layout}", kind.name()));
-            g.sample_size(10).warm_up_time(Duration::from_millis(100)).measurement_time(Duration::from_secs(1));
+            // Ten iterations, one per sample: each maps and populates a fresh region.
+            g.sample_size(10).sampling_mode(SamplingMode::Flat).warm_up_time(Duration::from_millis(1)).measurement_time(Duration::from_millis(1));
             g.throughput(Throughput::Bytes(bytes as u64));
             for s in Strategy::ALL {
                 if matches!(s, Strategy::Fallocate) && matches!(kind, Kind::Anon) {
@@ -129,11 +133,11 @@ fn strategies(c: &mut Criterion) {
 }
 
 fn reference(c: &mut Criterion) {
-    let region = region();
-    let (kinds, _pool) = kinds(region);
+    let (kinds, _pool) = kinds();
     for kind in kinds {
+        let region = region(kind);
         let mut g = c.benchmark_group(format!("reference/{}", kind.name()));
-        g.sample_size(10).warm_up_time(Duration::from_millis(100)).measurement_time(Duration::from_secs(1));
+        g.sample_size(10).sampling_mode(SamplingMode::Flat).warm_up_time(Duration::from_millis(1)).measurement_time(Duration::from_millis(1));
         g.throughput(Throughput::Bytes(region as u64));
         let whole = [(0usize, region)];
         // The memory bandwidth: memset over memory that is already populated.
