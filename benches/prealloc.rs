@@ -1,7 +1,7 @@
 //! Preallocation strategies on real memory: a virtio-mem region with 10 %, 50 % and 100 %
 //! plugged contiguously and 50 % plugged in random blocks, on private anonymous 4 KiB, memfd
 //! 4 KiB and memfd hugetlb 2 MiB memory; plus the memory bandwidth (memset over populated
-//! memory) and the cost of discarding. The region is 4 GiB for hugetlb and 2 GiB for 4 KiB
+//! memory) and the cost of discarding. The region is 4 GiB for hugetlb and 1.5 GiB for 4 KiB
 //! memory, whose first-touch faults cost about 1 µs each in this VM, so that `cargo bench` stays
 //! under 10 minutes; `VMEMSIM_BENCH_REGION=4G` sets every region (about 20 minutes here).
 //! Each group reports bytes per second; the README turns them into GiB/s and ratios.
@@ -19,7 +19,7 @@ use vmemsim_sim::real::prealloc::{preallocate, Strategy};
 const BLOCK: usize = 2 << 20;
 
 fn region(kind: Kind) -> usize {
-    let default = if matches!(kind, Kind::Hugetlb) { 4 << 30 } else { 2 << 30 };
+    let default = if matches!(kind, Kind::Hugetlb) { 4 << 30 } else { 3 << 29 };
     std::env::var("VMEMSIM_BENCH_REGION").ok().and_then(|s| s.parse::<Bytes>().ok()).map_or(default, |b| b.0 as usize)
 }
 

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput};
 use vmemsim_model::config::HostFacts;
 use vmemsim_model::migration::drive;
 use vmemsim_model::{Backend, BackendKind, BlockCount, BlockIndex, Bytes, Capacity, DeviceConfig, Gpa, MachineType, Plan, Variant, Vm, VmConfig};
@@ -17,12 +17,14 @@ fn seed_scenario(c: &mut Criterion) {
     let enough = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/real-qemu/new-prealloc-enough.toml");
     let enough = build(&load(&enough).expect("scenario")).expect("builds");
     let mut g = c.benchmark_group("sim/scenario");
+    g.warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(1));
     g.throughput(Throughput::Elements(1));
     g.bench_function("seed-two-devices", |b| b.iter(|| simulate(&built)));
     g.bench_function("real-qemu-new-prealloc-enough", |b| b.iter(|| simulate(&enough)));
     g.finish();
     // A typical campaign mix: generated seeds with the swarm's faults, one thread.
     let mut g = c.benchmark_group("sim/campaign-mix");
+    g.sample_size(10).warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(1));
     g.throughput(Throughput::Elements(1000));
     g.bench_function("1000-generated-seeds", |b| b.iter(|| (1..=1000).map(|s| run_seed(s, Variant::Faithful).0).count()));
     g.finish();
@@ -65,7 +67,7 @@ fn smoke() -> bool {
 
 fn scaling(c: &mut Criterion) {
     let mut g = c.benchmark_group("sim/scaling");
-    g.sample_size(10).measurement_time(Duration::from_secs(2));
+    g.sample_size(10).sampling_mode(SamplingMode::Flat).warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(1));
     for (name, region) in [("1GiB", Bytes::gib(1)), ("1TiB", Bytes::TIB), ("16TiB", Bytes(16 << 40))] {
         for runs in [1u64, 100, 1000, 1_000_000] {
             if runs * 2 > region.0 / (2 << 20) || (smoke() && runs > 1000) {
@@ -82,7 +84,7 @@ fn scaling(c: &mut Criterion) {
 
 fn campaigns(c: &mut Criterion) {
     let mut g = c.benchmark_group("sim/campaign");
-    g.sample_size(10).measurement_time(Duration::from_secs(3));
+    g.sample_size(10).sampling_mode(SamplingMode::Flat).warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(1));
     g.throughput(Throughput::Elements(4000));
     for threads in [1usize, 2] {
         g.bench_with_input(BenchmarkId::new("threads", threads), &threads, |b, &threads| {
