@@ -95,5 +95,37 @@ fn campaigns(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, seed_scenario, scaling, campaigns);
+/// The stream decoder over a synthetic stream file of 2 GiB of normal pages (256 MiB in smoke
+/// mode), read through the page cache as `vmemsim analyze` reads it.
+fn decoder(c: &mut Criterion) {
+    use vmemsim_model::wire::decode::Decoder;
+    use vmemsim_model::wire::encode::encode_precopy;
+    use vmemsim_model::GuestRange;
+    let plugged = if smoke() { Bytes::mib(256) } else { Bytes::gib(2) };
+    let (src, _) = setup(Bytes::gib(4), 0);
+    let mut src = src;
+    assert_eq!(src.guest_plug_size(0, plugged, false), None);
+    let plan = Plan { data: vec![GuestRange { device: 0, offset: Bytes::ZERO, len: plugged }], ..Plan::default() };
+    let path = std::env::temp_dir().join(format!("vmemsim-bench-{}.mig", std::process::id()));
+    encode_precopy(&src, &plan, std::io::BufWriter::new(std::fs::File::create(&path).expect("a temp file"))).expect("encodes");
+    let len = std::fs::metadata(&path).expect("written").len();
+    let mut g = c.benchmark_group("wire/decode");
+    g.sample_size(10).sampling_mode(SamplingMode::Flat).warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(1));
+    g.throughput(Throughput::Bytes(len));
+    g.bench_function(format!("{}-of-pages", plugged), |b| {
+        b.iter(|| {
+            let f = std::fs::File::open(&path).expect("the stream");
+            let mut d = Decoder::new(std::io::BufReader::with_capacity(1 << 20, f), None);
+            let mut n = 0;
+            while d.next_event().expect("decodes").is_some() {
+                n += 1;
+            }
+            n
+        })
+    });
+    g.finish();
+    let _ = std::fs::remove_file(&path);
+}
+
+criterion_group!(benches, seed_scenario, scaling, campaigns, decoder);
 criterion_main!(benches);

@@ -22,6 +22,7 @@ macro_rules! out_raw {
 
 mod campaign_cmd;
 mod real_cmd;
+mod stream_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -91,6 +92,36 @@ enum Command {
         /// Stop at the first finding (the same one whatever the thread count).
         #[arg(long)]
         stop_on_finding: bool,
+    },
+    /// Print what a migration stream holds, as analyze-migration.py does (`-` reads stdin).
+    Analyze {
+        file: PathBuf,
+        /// A summary for people instead of the JSON.
+        #[arg(long)]
+        summary: bool,
+    },
+    /// Predict what a destination with this backend would do with a stream; exit 0 only when
+    /// the restore is safe.
+    Preflight {
+        file: PathBuf,
+        /// The destination's memory backend kind (e.g. hugetlbfs, tmpfs-file, memfd).
+        #[arg(long)]
+        backend: String,
+        /// Its capacity: the pool or quota, or "unlimited".
+        #[arg(long)]
+        capacity: String,
+        /// The destination devices' prealloc.
+        #[arg(long, default_value = "on", value_parser = ["on", "off"])]
+        prealloc: String,
+        /// The destination's machine type (default: the stream's).
+        #[arg(long)]
+        machine: Option<String>,
+    },
+    /// Write the precopy stream the model's source sends for a scenario (QEMU's file format).
+    Encode {
+        scenario: PathBuf,
+        /// Where to write the stream (`-`: stdout).
+        output: PathBuf,
     },
     /// The destination process of `run --backend real` (internal).
     #[command(name = "__real-destination", hide = true)]
@@ -172,6 +203,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run { file, trace, backend: BackendArg::Model } => run(file, trace, false),
         Command::Run { file, trace: _, backend: BackendArg::Real } => real_cmd::run(&file),
+        Command::Analyze { file, summary } => stream_cmd::analyze(&file, summary),
+        Command::Preflight { file, backend, capacity, prealloc, machine } => stream_cmd::preflight(&file, &backend, &capacity, prealloc == "on", machine.as_deref()),
+        Command::Encode { scenario, output } => stream_cmd::encode(&scenario, &output),
         Command::RealDestination { mount, files } => {
             return ExitCode::from(vmemsim_sim::real::child::destination_main(vmemsim_sim::real::Places { mount, files }) as u8);
         }

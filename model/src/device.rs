@@ -361,6 +361,11 @@ impl VirtioMem {
     }
 }
 
+/// Maximal runs of plugged blocks of any bitmap (e.g. one decoded from a stream).
+pub fn plugged_runs_of(bits: &Bitmap) -> Vec<BlockRun> {
+    runs(bits, true)
+}
+
 /// Maximal runs of bits equal to `value`, found a 64-bit word at a time: words that are all
 /// the other value are skipped whole, so sparse bitmaps scan at memory speed.
 fn runs(bits: &Bitmap, value: bool) -> Vec<BlockRun> {

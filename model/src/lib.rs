@@ -15,6 +15,7 @@ pub mod request;
 pub mod units;
 pub mod variant;
 pub mod vm;
+pub mod wire;
 
 pub use backend::{Backend, BackendKind, Capacity, DiscardMethod};
 pub use config::{DeviceConfig, HostFacts};

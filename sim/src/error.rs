@@ -14,6 +14,9 @@ pub enum SimError {
     /// A value parsed but makes no sense; names the field and where it is.
     #[error("{path}:{line}:{column}: {field}: {message}")]
     Invalid { path: PathBuf, line: usize, column: usize, field: String, message: String },
+    /// A migration stream is malformed; `message` names the byte offset and what was expected.
+    #[error("{path}: {message}")]
+    Stream { path: PathBuf, message: String },
     /// Running on real memory failed (not the destination's outcome: the harness itself).
     #[error("real memory: {message}")]
     Real { message: String },

@@ -16,6 +16,7 @@ pub mod rng;
 pub mod run;
 pub mod scenario;
 pub mod shrink;
+pub mod stream;
 
 pub use build::{build, Built};
 pub use engine::{simulate, Sim};

@@ -1,0 +1,437 @@
+//! The streaming decoder. It reads a file/exec stream record by record, keeping only the RAM
+//! block list, the current block and the section table, and skipping page bytes, so memory stays
+//! bounded by the bitmaps whatever the stream's size. Sections other than `ram` and
+//! `virtio-mem-device-early` are parsed with the JSON VM description QEMU writes at the end.
+
+use std::io::{Read, Seek, SeekFrom};
+
+use serde_json::{Map, Value};
+
+use super::{command_name, ram, ty, WireError, MAGIC, VERSION};
+use crate::device::Bitmap;
+use crate::host::PageKind;
+use crate::migration::item::{PlugState, SanityFields};
+use crate::units::{Bytes, Gpa};
+
+/// The target page size of x86 (`TARGET_PAGE_SIZE`): RAM record offsets are in these.
+pub const PAGE: u64 = 4096;
+
+/// One decoded record.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    Configuration { machine: String },
+    Command { cmd: u16, name: &'static str, len: u16 },
+    /// START section of `ram`: the block list.
+    RamSetup { section: u32, blocks: Vec<(String, u64)> },
+    /// Consecutive pages of one block of one kind, merged.
+    RamPages { block: String, offset: u64, pages: u64, kind: PageKind },
+    /// `virtio-mem-device-early`, with the raw bytes analyze-migration.py prints.
+    Early { section: u32, idstr: String, instance: u32, state: PlugState, tmp: Vec<u8>, bitmap_bytes: Vec<u8> },
+    /// Any other FULL section, parsed with the VM description, in analyze-migration.py's form.
+    Device { section: u32, idstr: String, instance: u32, fields: Map<String, Value> },
+    Eof,
+    VmDescription(Value),
+}
+
+/// Reads a stream from `r`. `vmdesc` is the VM description (see [`find_vmdesc`]), if known.
+pub struct Decoder<R: Read> {
+    r: R,
+    offset: u64,
+    vmdesc: Option<Value>,
+    sections: Vec<(u32, String, u32)>,
+    blocks: Vec<(String, u64)>,
+    current: Option<usize>,
+    /// The page run being merged: (block index, offset, pages, kind).
+    pending: Option<(usize, u64, u64, PageKind)>,
+    in_ram: bool,
+    ram_section: u32,
+    state: State,
+}
+
+#[derive(Copy, Clone, PartialEq, Eq)]
+enum State {
+    Header,
+    Body,
+    AfterEof,
+    Done,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" ")
+}
+
+impl<R: Read> Decoder<R> {
+    pub fn new(r: R, vmdesc: Option<Value>) -> Decoder<R> {
+        Decoder { r, offset: 0, vmdesc, sections: Vec::new(), blocks: Vec::new(), current: None, pending: None, in_ram: false, ram_section: 0, state: State::Header }
+    }
+
+    /// The byte offset of the next byte to be read.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    fn read_exact(&mut self, buf: &mut [u8], what: &str) -> Result<(), WireError> {
+        let mut done = 0;
+        while done < buf.len() {
+            match self.r.read(&mut buf[done..]) {
+                Ok(0) => return Err(WireError::Truncated { offset: self.offset + done as u64, expected: what.to_string() }),
+                Ok(n) => done += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(WireError::Io(e.to_string())),
+            }
+        }
+        self.offset += buf.len() as u64;
+        Ok(())
+    }
+
+    /// Reads `len` bytes, growing the buffer as data arrives: a corrupt length cannot make the
+    /// decoder allocate more than the stream holds.
+    fn read_vec(&mut self, len: usize, what: &str) -> Result<Vec<u8>, WireError> {
+        let mut out = Vec::new();
+        while out.len() < len {
+            let take = (len - out.len()).min(1 << 20);
+            let start = out.len();
+            out.resize(start + take, 0);
+            self.read_exact(&mut out[start..], what)?;
+        }
+        Ok(out)
+    }
+
+    fn skip(&mut self, mut n: u64, what: &str) -> Result<(), WireError> {
+        let mut buf = [0u8; 8192];
+        while n > 0 {
+            let take = n.min(buf.len() as u64) as usize;
+            self.read_exact(&mut buf[..take], what)?;
+            n -= take as u64;
+        }
+        Ok(())
+    }
+
+    fn u8(&mut self, what: &str) -> Result<u8, WireError> {
+        let mut b = [0u8; 1];
+        self.read_exact(&mut b, what)?;
+        Ok(b[0])
+    }
+    fn be16(&mut self, what: &str) -> Result<u16, WireError> {
+        let mut b = [0u8; 2];
+        self.read_exact(&mut b, what)?;
+        Ok(u16::from_be_bytes(b))
+    }
+    fn be32(&mut self, what: &str) -> Result<u32, WireError> {
+        let mut b = [0u8; 4];
+        self.read_exact(&mut b, what)?;
+        Ok(u32::from_be_bytes(b))
+    }
+    fn be64(&mut self, what: &str) -> Result<u64, WireError> {
+        let mut b = [0u8; 8];
+        self.read_exact(&mut b, what)?;
+        Ok(u64::from_be_bytes(b))
+    }
+    fn counted(&mut self, what: &str) -> Result<String, WireError> {
+        let n = self.u8(what)? as usize;
+        let mut b = vec![0u8; n];
+        self.read_exact(&mut b, what)?;
+        Ok(String::from_utf8_lossy(&b).into_owned())
+    }
+
+    fn unexpected(&self, at: u64, expected: &str, found: String) -> WireError {
+        WireError::Unexpected { offset: at, expected: expected.to_string(), found }
+    }
+
+    fn footer(&mut self, section: u32) -> Result<(), WireError> {
+        let at = self.offset;
+        let t = self.u8("a section footer (0x7e)")?;
+        if t != ty::SECTION_FOOTER {
+            return Err(self.unexpected(at, "a section footer (0x7e)", format!("byte {t:#04x}")));
+        }
+        let id = self.be32("the footer's section id")?;
+        if id != section {
+            return Err(self.unexpected(at + 1, &format!("the footer of section {section}"), format!("section {id}")));
+        }
+        Ok(())
+    }
+
+    /// The next record, `None` after the end.
+    pub fn next_event(&mut self) -> Result<Option<Event>, WireError> {
+        loop {
+            match self.state {
+                State::Done => return Ok(None),
+                State::Header => {
+                    let at = self.offset;
+                    let magic = self.be32("the magic 0x5145564d (\"QEVM\")")?;
+                    if magic != MAGIC {
+                        return Err(self.unexpected(at, "the magic 0x5145564d (\"QEVM\")", format!("{magic:#010x}")));
+                    }
+                    let at = self.offset;
+                    let v = self.be32("the stream version 3")?;
+                    if v != VERSION {
+                        return Err(self.unexpected(at, "stream version 3", format!("version {v}")));
+                    }
+                    self.state = State::Body;
+                }
+                State::AfterEof => {
+                    let at = self.offset;
+                    let mut b = [0u8; 1];
+                    match self.r.read(&mut b) {
+                        Ok(0) => {
+                            self.state = State::Done;
+                            return Ok(None);
+                        }
+                        Ok(_) => self.offset += 1,
+                        Err(e) => return Err(WireError::Io(e.to_string())),
+                    }
+                    if b[0] != ty::VMDESCRIPTION {
+                        return Err(self.unexpected(at, "the VM description (0x06) or the end", format!("byte {:#04x}", b[0])));
+                    }
+                    let len = self.be32("the VM description's length")? as usize;
+                    let start = self.offset;
+                    let json = self.read_vec(len, "the VM description's JSON")?;
+                    let v: Value = serde_json::from_slice(&json).map_err(|e| WireError::BadJson { offset: start, message: e.to_string() })?;
+                    self.state = State::Done;
+                    return Ok(Some(Event::VmDescription(v)));
+                }
+                State::Body => {
+                    if self.in_ram {
+                        if let Some(e) = self.ram_record()? {
+                            return Ok(Some(e));
+                        }
+                        continue;
+                    }
+                    let at = self.offset;
+                    let t = self.u8("a section type")?;
+                    return match t {
+                        ty::CONFIGURATION => {
+                            let len = self.be32("the machine type's length")? as usize;
+                            let b = self.read_vec(len, "the machine type")?;
+                            Ok(Some(Event::Configuration { machine: String::from_utf8_lossy(&b).into_owned() }))
+                        }
+                        ty::COMMAND => {
+                            let cmd = self.be16("a command number")?;
+                            let len = self.be16("a command length")?;
+                            self.skip(len as u64, "the command's data")?;
+                            if cmd == 7 {
+                                // PACKAGED: the package follows the command; a file stream never
+                                // has one (postcopy needs a return path).
+                                return Err(self.unexpected(at, "a precopy file stream", "a postcopy package".into()));
+                            }
+                            Ok(Some(Event::Command { cmd, name: command_name(cmd), len }))
+                        }
+                        ty::SECTION_START | ty::SECTION_FULL => self.section_start(at, t).map(Some),
+                        ty::SECTION_PART | ty::SECTION_END => {
+                            let id = self.be32("a section id")?;
+                            let Some((_, idstr, _)) = self.sections.iter().find(|s| s.0 == id).cloned() else {
+                                return Err(self.unexpected(at + 1, "the id of a section started before", format!("section {id}")));
+                            };
+                            if idstr != "ram" {
+                                return Err(WireError::UnknownSection { offset: at, idstr });
+                            }
+                            self.in_ram = true;
+                            self.ram_section = id;
+                            continue;
+                        }
+                        ty::EOF => {
+                            self.state = State::AfterEof;
+                            Ok(Some(Event::Eof))
+                        }
+                        other => Err(self.unexpected(at, "a section, command, configuration or EOF", format!("byte {other:#04x}"))),
+                    };
+                }
+            }
+        }
+    }
+
+    fn flush_pending(&mut self) -> Option<Event> {
+        self.pending.take().map(|(b, offset, pages, kind)| Event::RamPages { block: self.blocks[b].0.clone(), offset, pages, kind })
+    }
+
+    /// One record of a RAM section; `Some` when a merged page run or the section is complete.
+    fn ram_record(&mut self) -> Result<Option<Event>, WireError> {
+        let at = self.offset;
+        let word = self.be64("a RAM record")?;
+        let flags = word & (PAGE - 1);
+        let addr = word & !(PAGE - 1);
+        if flags & ram::EOS != 0 {
+            self.footer(self.ram_section)?;
+            self.in_ram = false;
+            return Ok(self.flush_pending());
+        }
+        if flags & ram::MULTIFD_FLUSH != 0 && flags & (ram::ZERO | ram::PAGE) == 0 {
+            return Ok(None);
+        }
+        let kind = match flags & !ram::CONTINUE {
+            ram::ZERO => PageKind::Zero,
+            ram::PAGE => PageKind::Normal,
+            other => return Err(self.unexpected(at, "a RAM record: PAGE, ZERO, EOS or MULTIFD_FLUSH", format!("flags {other:#x}"))),
+        };
+        let block = if flags & ram::CONTINUE != 0 {
+            self.current.ok_or_else(|| self.unexpected(at, "a block name before the first CONTINUE record", "CONTINUE".into()))?
+        } else {
+            let name_at = self.offset;
+            let name = self.counted("a RAM block name")?;
+            let b = self.blocks.iter().position(|(n, _)| *n == name).ok_or_else(|| self.unexpected(name_at, "a RAM block from the setup section", format!("'{name}'")))?;
+            self.current = Some(b);
+            b
+        };
+        if addr >= self.blocks[block].1 {
+            return Err(self.unexpected(at, &format!("an offset inside '{}' ({:#x})", self.blocks[block].0, self.blocks[block].1), format!("{addr:#x}")));
+        }
+        match kind {
+            PageKind::Zero => {
+                let fill_at = self.offset;
+                let fill = self.u8("the zero page's fill byte")?;
+                if fill != 0 {
+                    return Err(self.unexpected(fill_at, "the fill byte 0 of a zero page", format!("{fill:#04x}")));
+                }
+            }
+            PageKind::Normal => self.skip(PAGE, "a page's 4096 bytes")?,
+        }
+        match &mut self.pending {
+            Some((b, off, pages, k)) if *b == block && *k == kind && *off + *pages * PAGE == addr => {
+                *pages += 1;
+                Ok(None)
+            }
+            _ => {
+                let done = self.flush_pending();
+                self.pending = Some((block, addr, 1, kind));
+                Ok(done)
+            }
+        }
+    }
+
+    fn section_start(&mut self, at: u64, t: u8) -> Result<Event, WireError> {
+        let section = self.be32("a section id")?;
+        let idstr = self.counted("a section name")?;
+        let instance = self.be32("an instance id")?;
+        let version = self.be32("a version")?;
+        self.sections.push((section, idstr.clone(), instance));
+        if idstr == "ram" {
+            if t != ty::SECTION_START || version != 4 {
+                return Err(self.unexpected(at, "ram as a START section of version 4", format!("type {t:#04x}, version {version}")));
+            }
+            let size_at = self.offset;
+            let word = self.be64("the RAM size and MEM_SIZE flag")?;
+            if word & ram::MEM_SIZE == 0 {
+                return Err(self.unexpected(size_at, "the MEM_SIZE record", format!("{word:#x}")));
+            }
+            let mut total = word & !(PAGE - 1);
+            let mut blocks = Vec::new();
+            while total > 0 {
+                let name = self.counted("a RAM block name")?;
+                let len_at = self.offset;
+                let len = self.be64("a RAM block length")?;
+                total = total.checked_sub(len).ok_or_else(|| self.unexpected(len_at, "block lengths adding up to the RAM size", format!("{len:#x} too many")))?;
+                blocks.push((name, len));
+            }
+            self.blocks = blocks.clone();
+            self.in_ram = true;
+            self.ram_section = section;
+            return Ok(Event::RamSetup { section, blocks });
+        }
+        if t == ty::SECTION_FULL && idstr.ends_with("/virtio-mem-device-early") {
+            let mut tmp = vec![0u8; 28];
+            self.read_exact(&mut tmp, "the sanity checks (28 bytes)")?;
+            let be = |r: std::ops::Range<usize>| tmp[r].iter().fold(0u64, |a, b| a << 8 | *b as u64);
+            let sanity = SanityFields { addr: Gpa(be(0..8)), region_size: Bytes(be(8..16)), block_size: Bytes(be(16..24)), node: be(24..28) as u32 };
+            if sanity.block_size.0 == 0 || !sanity.block_size.is_power_of_two() || sanity.region_size.0 % sanity.block_size.0 != 0 {
+                return Err(self.unexpected(at, "a power-of-two block size dividing the region", format!("region {:#x}, block {:#x}", sanity.region_size.0, sanity.block_size.0)));
+            }
+            let size = Bytes(self.be64("the plugged size")?);
+            let nbits = (sanity.region_size.0 / sanity.block_size.0) as usize;
+            if nbits > i32::MAX as usize {
+                return Err(self.unexpected(at, "a bitmap QEMU's int32 bitmap_size can hold", format!("{nbits} bits")));
+            }
+            let bitmap_bytes = self.read_vec(nbits.div_ceil(64) * 8, "the plug bitmap")?;
+            let words: Vec<u64> = bitmap_bytes.chunks(8).map(|c| u64::from_be_bytes(c.try_into().expect("8 bytes"))).collect();
+            let mut bitmap = Bitmap::from_vec(words);
+            bitmap.truncate(nbits);
+            self.footer(section)?;
+            let state = PlugState { sanity, size, bitmap: std::sync::Arc::new(bitmap) };
+            return Ok(Event::Early { section, idstr, instance, state, tmp, bitmap_bytes });
+        }
+        let desc = self
+            .vmdesc
+            .as_ref()
+            .and_then(|d| d.get("devices")?.as_array()?.iter().find(|e| e.get("name").and_then(Value::as_str) == Some(&idstr) && e.get("instance_id").and_then(Value::as_u64) == Some(instance as u64)))
+            .cloned()
+            .ok_or_else(|| WireError::UnknownSection { offset: at, idstr: idstr.clone() })?;
+        let fields = self.vmsd_body(&desc)?;
+        self.footer(section)?;
+        Ok(Event::Device { section, idstr, instance, fields })
+    }
+
+    /// A VMSD's fields and subsections, as analyze-migration.py prints them.
+    fn vmsd_body(&mut self, desc: &Value) -> Result<Map<String, Value>, WireError> {
+        let mut out = Map::new();
+        for f in desc.get("fields").and_then(Value::as_array).into_iter().flatten() {
+            let name = f.get("name").and_then(Value::as_str).unwrap_or("?").to_string();
+            let value = self.field(f)?;
+            out.insert(name, value);
+        }
+        for sub in desc.get("subsections").and_then(Value::as_array).into_iter().flatten() {
+            let at = self.offset;
+            let t = self.u8("a subsection (0x05)")?;
+            if t != ty::SUBSECTION {
+                return Err(self.unexpected(at, "a subsection (0x05)", format!("byte {t:#04x}")));
+            }
+            let name = self.counted("a subsection name")?;
+            let _version = self.be32("a subsection version")?;
+            let body = self.vmsd_body(sub)?;
+            out.insert(name, Value::Object(body));
+        }
+        Ok(out)
+    }
+
+    fn field(&mut self, f: &Value) -> Result<Value, WireError> {
+        let size = f.get("size").and_then(Value::as_u64).unwrap_or(0);
+        let kind = f.get("type").and_then(Value::as_str).unwrap_or("");
+        if let Some(n) = f.get("array_len").and_then(Value::as_u64).filter(|n| *n > 0) {
+            let mut elem = f.clone();
+            elem.as_object_mut().expect("an object").remove("array_len");
+            elem["size"] = Value::from(size / n);
+            return (0..n).map(|_| self.field(&elem)).collect::<Result<Vec<_>, _>>().map(Value::Array);
+        }
+        if kind == "struct" {
+            let inner = f.get("struct").cloned().unwrap_or(Value::Null);
+            return self.vmsd_body(&inner).map(Value::Object);
+        }
+        let b = self.read_vec(size as usize, &format!("field '{}' ({size} bytes)", f.get("name").and_then(Value::as_str).unwrap_or("?")))?;
+        let int = b.iter().fold(0u128, |a, x| a << 8 | *x as u128);
+        Ok(match kind {
+            k if k.starts_with("uint") && size <= 8 => Value::from(format!("0x{:0width$x}", int, width = 2 * size as usize)),
+            k if k.starts_with("int") && size <= 8 => {
+                let bits = 8 * size as u32;
+                let signed = if bits < 128 && int >> (bits - 1) & 1 == 1 { int as i128 - (1i128 << bits) } else { int as i128 };
+                if signed < 0 {
+                    Value::from(format!("0x{:0width$x} ({signed})", int, width = 2 * size as usize))
+                } else {
+                    Value::from(format!("0x{:0width$x}", int, width = 2 * size as usize))
+                }
+            }
+            "bool" => Value::from(int != 0),
+            _ => Value::from(hex(&b)),
+        })
+    }
+}
+
+/// Finds the VM description at the end of a seekable stream, as analyze-migration.py does: in
+/// the last 10 MiB, a 0x06 byte followed by a be32 length that reaches exactly the end.
+pub fn find_vmdesc<R: Read + Seek>(r: &mut R) -> Result<Option<Value>, WireError> {
+    let io = |e: std::io::Error| WireError::Io(e.to_string());
+    let len = r.seek(SeekFrom::End(0)).map_err(io)?;
+    let tail = len.min(10 << 20);
+    r.seek(SeekFrom::Start(len - tail)).map_err(io)?;
+    let mut buf = vec![0u8; tail as usize];
+    r.read_exact(&mut buf).map_err(io)?;
+    r.seek(SeekFrom::Start(0)).map_err(io)?;
+    for p in (0..buf.len().saturating_sub(5)).rev() {
+        if buf[p] != ty::VMDESCRIPTION || buf.get(p + 5) != Some(&b'{') {
+            continue;
+        }
+        let n = u32::from_be_bytes(buf[p + 1..p + 5].try_into().expect("4 bytes")) as usize;
+        if p + 5 + n == buf.len() {
+            let start = len - tail + p as u64 + 5;
+            return serde_json::from_slice(&buf[p + 5..]).map(Some).map_err(|e| WireError::BadJson { offset: start, message: e.to_string() });
+        }
+    }
+    Ok(None)
+}

@@ -1,0 +1,245 @@
+//! `vmemsim analyze` and `vmemsim preflight`: what a migration stream holds, and what a
+//! destination with a given backend would do with it.
+
+use std::fs::File;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value};
+use vmemsim_model::config::HostFacts;
+use vmemsim_model::host::PageKind;
+use vmemsim_model::migration::destination::Destination;
+use vmemsim_model::migration::item::{EarlySection, Item};
+use vmemsim_model::wire::decode::{find_vmdesc, Decoder, Event};
+use vmemsim_model::{Backend, BackendKind, Bytes, Capacity, DeviceConfig, MachineType, Outcome, Plan, Variant, Vm, VmConfig};
+
+use crate::direct::run_direct;
+use crate::error::SimError;
+
+/// All events of a stream file (`-`: standard input, spooled to a temporary file first so the
+/// VM description at the end can be found).
+pub fn read_events(path: &Path) -> Result<Vec<Event>, SimError> {
+    let err = |e: vmemsim_model::wire::WireError| SimError::Stream { path: path.to_path_buf(), message: e.to_string() };
+    let io = |e: std::io::Error| SimError::Read { path: path.to_path_buf(), source: e };
+    let (_spool, file): (Option<crate::real::mounts::TempDir>, PathBuf) = if path == Path::new("-") {
+        let dir = crate::real::mounts::TempDir::new("stdin").map_err(io)?;
+        let file = dir.path().join("stream");
+        std::io::copy(&mut std::io::stdin().lock(), &mut File::create(&file).map_err(io)?).map_err(io)?;
+        (Some(dir), file)
+    } else {
+        (None, path.to_path_buf())
+    };
+    let mut f = File::open(&file).map_err(io)?;
+    let vmdesc = find_vmdesc(&mut f).map_err(err)?;
+    let mut d = Decoder::new(BufReader::with_capacity(1 << 20, f), vmdesc);
+    let mut out = Vec::new();
+    while let Some(e) = d.next_event().map_err(err)? {
+        out.push(e);
+    }
+    Ok(out)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" ")
+}
+
+/// analyze-migration.py's default output (`-d state`): `"<idstr> (<section id>)"` keys in order.
+pub fn analyze_json(events: &[Event]) -> Value {
+    let mut out = Map::new();
+    for e in events {
+        match e {
+            Event::RamSetup { section, blocks } => {
+                let sizes: Map<String, Value> = blocks.iter().map(|(n, l)| (n.clone(), Value::from(format!("0x{l:016x}")))).collect();
+                let mut ram = Map::new();
+                ram.insert("section sizes".into(), Value::Object(sizes));
+                out.insert(format!("ram ({section})"), Value::Object(ram));
+            }
+            Event::Early { section, idstr, state, tmp, bitmap_bytes, .. } => {
+                let mut m = Map::new();
+                m.insert("tmp".into(), Value::from(hex(tmp)));
+                m.insert("size".into(), Value::from(format!("0x{:016x}", state.size.0)));
+                m.insert("bitmap".into(), Value::from(hex(bitmap_bytes)));
+                out.insert(format!("{idstr} ({section})"), Value::Object(m));
+            }
+            Event::Device { section, idstr, fields, .. } => {
+                out.insert(format!("{idstr} ({section})"), Value::Object(fields.clone()));
+            }
+            _ => {}
+        }
+    }
+    Value::Object(out)
+}
+
+/// Pretty JSON as Python's `json.dumps(indent=4)` writes it.
+pub fn pretty(v: &Value) -> String {
+    let mut buf = Vec::new();
+    let mut ser = serde_json::Serializer::with_formatter(&mut buf, serde_json::ser::PrettyFormatter::with_indent(b"    "));
+    serde::Serialize::serialize(v, &mut ser).expect("JSON of plain values");
+    String::from_utf8(buf).expect("JSON is UTF-8")
+}
+
+/// A summary for people: machine type, RAM blocks, virtio-mem devices and pages per block.
+pub fn summary(events: &[Event]) -> String {
+    let mut s = String::new();
+    let mut pages: Vec<(String, u64, u64)> = Vec::new();
+    for e in events {
+        match e {
+            Event::Configuration { machine } => s += &format!("machine type: {machine}\n"),
+            Event::RamSetup { blocks, .. } => {
+                s += "RAM blocks:\n";
+                for (n, l) in blocks {
+                    s += &format!("  {n}: {}\n", Bytes(*l));
+                    pages.push((n.clone(), 0, 0));
+                }
+            }
+            Event::Early { idstr, state, .. } => {
+                let runs = vmemsim_model::device::plugged_runs_of(&state.bitmap);
+                s += &format!(
+                    "virtio-mem {}: memaddr {}, region {}, block {}, node {}, plugged {} in {} run(s)\n",
+                    idstr.trim_end_matches("/virtio-mem-device-early"),
+                    state.sanity.addr,
+                    state.sanity.region_size,
+                    state.sanity.block_size,
+                    state.sanity.node,
+                    state.size,
+                    runs.len()
+                );
+                for r in runs.iter().take(8) {
+                    let bs = state.sanity.block_size.0;
+                    s += &format!("  plugged: {:#x}+{}\n", r.first.0 * bs, Bytes(r.count.0 * bs));
+                }
+                if runs.len() > 8 {
+                    s += &format!("  ... {} more runs\n", runs.len() - 8);
+                }
+            }
+            Event::RamPages { block, pages: n, kind, .. } => {
+                if let Some(p) = pages.iter_mut().find(|p| p.0 == *block) {
+                    if *kind == PageKind::Normal {
+                        p.1 += n;
+                    } else {
+                        p.2 += n;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    if !events.iter().any(|e| matches!(e, Event::Early { .. })) {
+        s += "no virtio-mem-device-early section: an old machine type, or no virtio-mem device\n";
+    }
+    s += "pages in the stream:\n";
+    for (n, normal, zero) in pages {
+        s += &format!("  {n}: {normal} normal, {zero} zero\n");
+    }
+    s
+}
+
+/// What `preflight` predicts.
+#[derive(Clone, Debug)]
+pub struct Preflight {
+    pub outcome: Outcome,
+    /// Bytes of device memory the destination must be able to populate, and what it has.
+    pub needed: Bytes,
+    pub available: Option<Bytes>,
+    pub report: String,
+}
+
+/// Predicts what a destination with `backend` would do with this stream.
+pub fn preflight(events: &[Event], backend: Backend, prealloc: bool, machine: Option<&str>) -> Result<Preflight, String> {
+    let stream_machine = events.iter().find_map(|e| match e {
+        Event::Configuration { machine } => Some(machine.clone()),
+        _ => None,
+    });
+    let machine = machine.map(str::to_string).or(stream_machine).ok_or("the stream has no configuration section: give --machine")?;
+    let blocks = events.iter().find_map(|e| match e {
+        Event::RamSetup { blocks, .. } => Some(blocks.clone()),
+        _ => None,
+    });
+    let blocks = blocks.ok_or("the stream has no RAM setup section")?;
+    let early: Vec<&Event> = events.iter().filter(|e| matches!(e, Event::Early { .. })).collect();
+    let mut devices = Vec::new();
+    for e in &early {
+        let Event::Early { idstr, state, .. } = e else { unreachable!() };
+        let pci = idstr.trim_end_matches("/virtio-mem-device-early").to_string();
+        let memdev = blocks.iter().find_map(|(n, _)| n.strip_prefix(&format!("{pci}/"))).ok_or(format!("no RAM block for {pci}"))?.to_string();
+        devices.push(DeviceConfig {
+            id: format!("vmem{}", devices.len()),
+            pci,
+            memdev,
+            memaddr: state.sanity.addr,
+            region_size: state.sanity.region_size,
+            block_size: Some(state.sanity.block_size),
+            node: state.sanity.node,
+            prealloc,
+            early_migration: None,
+            requested_size: state.size,
+            memdev_prealloc: false,
+        });
+    }
+    if early.is_empty() {
+        return Err("the stream has no virtio-mem-device-early section (an old machine type or no virtio-mem device): the plug bitmap travels in the late section, which this decoder does not read".into());
+    }
+    let max_node = early.iter().filter_map(|e| match e {
+        Event::Early { state, .. } if state.sanity.node > 0 => Some(state.sanity.node),
+        _ => None,
+    }).max();
+    let main: u64 = blocks.iter().filter(|(n, _)| !devices.iter().any(|d| n == &d.ram_block_name())).map(|(_, l)| *l).sum();
+    if blocks.iter().filter(|(n, _)| !devices.iter().any(|d| n == &d.ram_block_name())).count() > 1 {
+        return Err("the stream has more than one RAM block besides the virtio-mem memdevs; only one (pc.ram) is modelled".into());
+    }
+    let cfg = VmConfig {
+        machine: MachineType::parse(&machine).map_err(|e| e.to_string())?,
+        devices,
+        backend,
+        main_ram: Bytes(main),
+        // NUMA nodes as many as the highest node a device names (none when all are node 0).
+        facts: HostFacts { numa_nodes: max_node.map_or(0, |n| n + 1), ..HostFacts::default() },
+        variant: Variant::Faithful,
+    };
+    let (vm, _) = Vm::realize(&cfg).map_err(|e| e.to_string())?;
+    let stream_blocks: Vec<String> = blocks.iter().map(|b| b.0.clone()).collect();
+    let mut items = vec![Item::Header { machine: machine.clone() }, Item::RamSetup { blocks: blocks.iter().map(|(n, l)| (n.clone(), Bytes(*l))).collect() }];
+    let mut needed = 0u64;
+    for e in events {
+        match e {
+            Event::Early { idstr, state, .. } => {
+                needed += state.size.0;
+                items.push(Item::Early(Box::new(EarlySection { idstr: idstr.clone(), state: state.clone() })));
+            }
+            Event::RamPages { block, offset, pages, kind } => {
+                let b = stream_blocks.iter().position(|n| n == block).expect("decoded blocks come from the setup section");
+                items.push(Item::Ram { block: b, offset: Bytes(*offset), len: Bytes(pages * 4096), kind: *kind });
+            }
+            Event::Command { cmd: 11, .. } => items.push(Item::SwitchoverStart),
+            _ => {}
+        }
+    }
+    items.push(Item::Eof);
+    let dest = Destination::new(vm);
+    let outcome = run_direct(dest, &items, &Plan::default(), |_, _| {});
+    let available = backend.capacity.limit();
+    let mut report = format!("destination: machine {machine}, {} memory, capacity {}\n", backend.kind.name(), available.map_or("unlimited".into(), |c| c.to_string()));
+    report += &format!("plugged virtio-mem memory in the stream: {}\n", Bytes(needed));
+    report += &format!("prealloc: {}\n", if prealloc { "on" } else { "off" });
+    Ok(Preflight { outcome, needed: Bytes(needed), available, report })
+}
+
+/// Parses `--backend KIND --capacity SIZE` into a backend.
+pub fn backend_of(kind: &str, capacity: &str) -> Result<Backend, String> {
+    let kind: BackendKind = serde_json::from_value(Value::from(kind)).map_err(|_| {
+        format!("unknown backend '{kind}': one of {}", BackendKind::ALL.iter().map(|k| k.name()).collect::<Vec<_>>().join(", "))
+    })?;
+    let capacity = if capacity == "unlimited" { Capacity::Unlimited } else { Capacity::Limited(capacity.parse::<Bytes>().map_err(|e| e.to_string())?) };
+    Ok(Backend { kind, page_size: kind.default_page_size(), capacity })
+}
+
+/// Reads a stream and returns its events, for callers that have the bytes in memory.
+pub fn events_of(bytes: &[u8]) -> Result<Vec<Event>, String> {
+    let vmdesc = find_vmdesc(&mut std::io::Cursor::new(bytes)).map_err(|e| e.to_string())?;
+    let mut d = Decoder::new(std::io::Cursor::new(bytes), vmdesc);
+    let mut out = Vec::new();
+    while let Some(e) = d.next_event().map_err(|e| e.to_string())? {
+        out.push(e);
+    }
+    Ok(out)
+}

@@ -1,0 +1,53 @@
+//! `vmemsim analyze`, `vmemsim preflight` and `vmemsim encode`.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+
+use vmemsim_model::wire::encode::encode_precopy;
+use vmemsim_model::OutcomeClass;
+use vmemsim_sim::stream::{analyze_json, backend_of, pretty, preflight as predict, read_events, summary};
+use vmemsim_sim::{build, load};
+
+pub fn analyze(file: &Path, people: bool) -> Result<ExitCode, String> {
+    let events = read_events(file).map_err(|e| e.to_string())?;
+    if people {
+        out_raw!("{}", summary(&events));
+    } else {
+        out!("{}", pretty(&analyze_json(&events)));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn preflight(file: &Path, backend: &str, capacity: &str, prealloc: bool, machine: Option<&str>) -> Result<ExitCode, String> {
+    let backend = backend_of(backend, capacity)?;
+    let events = read_events(file).map_err(|e| e.to_string())?;
+    let p = predict(&events, backend, prealloc, machine).map_err(|e| format!("{}: {e}", file.display()))?;
+    out_raw!("{}", p.report);
+    out_raw!("{}", p.outcome);
+    let verdict = match p.outcome.class() {
+        OutcomeClass::Completed => "safe: the restore completes",
+        OutcomeClass::Failed => "not safe: the restore fails gracefully (nothing is lost but the migration)",
+        OutcomeClass::Crashed => "NOT SAFE: the destination dies of SIGBUS while loading RAM",
+        OutcomeClass::RuntimeCrash => "NOT SAFE: the guest can die of SIGBUS after the restore",
+        OutcomeClass::PostcopyFailed => "NOT SAFE: postcopy placement fails",
+    };
+    out!("verdict: {verdict}");
+    Ok(if p.outcome.class() == OutcomeClass::Completed { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+pub fn encode(scenario: &Path, output: &Path) -> Result<ExitCode, String> {
+    let l = load(scenario).map_err(|e| e.to_string())?;
+    let b = build(&l).map_err(|e| e.to_string())?;
+    if b.plan.is_postcopy() {
+        return Err(format!("{}: only precopy streams are written (a postcopy stream is never a file)", scenario.display()));
+    }
+    let mut bytes = Vec::new();
+    encode_precopy(&b.source, &b.plan, &mut bytes).map_err(|e| e.to_string())?;
+    if output == Path::new("-") {
+        std::io::stdout().lock().write_all(&bytes).map_err(|e| e.to_string())?;
+    } else {
+        std::fs::write(output, &bytes).map_err(|e| format!("{}: {e}", output.display()))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
