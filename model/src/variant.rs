@@ -68,6 +68,16 @@ impl fmt::Display for Variant {
     }
 }
 
+impl FromStr for Variant {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Variant, String> {
+        Variant::ALL.into_iter().find(|v| v.name() == s).ok_or_else(|| {
+            let names: Vec<&str> = Variant::ALL.iter().map(|v| v.name()).collect();
+            format!("unknown variant '{s}': known variants are {}", names.join(", "))
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,15 +93,5 @@ mod tests {
             assert_eq!(text.trim(), format!("v = \"{}\"", v.name()));
             assert_eq!(v.name().parse::<Variant>(), Ok(v));
         }
-    }
-}
-
-impl FromStr for Variant {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Variant, String> {
-        Variant::ALL.into_iter().find(|v| v.name() == s).ok_or_else(|| {
-            let names: Vec<&str> = Variant::ALL.iter().map(|v| v.name()).collect();
-            format!("unknown variant '{s}': known variants are {}", names.join(", "))
-        })
     }
 }

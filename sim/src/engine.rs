@@ -269,7 +269,6 @@ pub fn simulate(b: &Built) -> Sim {
     // (d71920d425: "nothing ... guarantees"): known hazards, shipped as scenarios/hazards/.
     let premise = oracle::new_machine_prealloc(b) && !b.plan.is_postcopy();
     let outcome = migrate(&mut run, premise);
-    run.now = run.now.max(0);
     run.log("outcome", format!("{} {}", outcome.class(), outcome.stage().map(|s| s.to_string()).unwrap_or_default()));
     final_checks(&mut run, &outcome, premise);
     let trace_hash = fnv1a(&run.trace);

@@ -127,7 +127,7 @@ pub fn generate(seed: u64, variant: Variant) -> Scenario {
     let postcopy = on(FaultKind::Postcopy);
     let kind = loop {
         let k = cfg.pick(&KINDS);
-        if !(postcopy && !k.supports_postcopy()) {
+        if !postcopy || k.supports_postcopy() {
             break k;
         }
     };

@@ -4,7 +4,7 @@
 
 use vmemsim_model::backend::TARGET_PAGE_SIZE;
 use vmemsim_model::ranges::RangeSet;
-use vmemsim_model::{Bytes, OutcomeClass, Vm};
+use vmemsim_model::{OutcomeClass, Vm};
 
 use crate::build::Built;
 
@@ -87,9 +87,4 @@ pub fn predict(b: &Built) -> Option<OutcomeClass> {
 pub fn new_machine_prealloc(b: &Built) -> bool {
     let Ok((dest_vm, _)) = Vm::realize(&b.destination) else { return false };
     !dest_vm.devices.is_empty() && dest_vm.devices.iter().all(|d| d.prealloc() && d.config().early_migration)
-}
-
-/// Bytes, for messages.
-pub fn show(b: u64) -> String {
-    Bytes(b).to_string()
 }

@@ -108,22 +108,34 @@ fn candidates(s: &Scenario) -> Vec<Scenario> {
     }
     // Drop one event, range or fault.
     for i in 0..s.guest.action.len() {
-        push(&|c| drop(c.guest.action.remove(i)));
+        push(&|c| {
+            c.guest.action.remove(i);
+        });
     }
     for i in 0..s.manager.resize.len() {
-        push(&|c| drop(c.manager.resize.remove(i)));
+        push(&|c| {
+            c.manager.resize.remove(i);
+        });
     }
     for i in 0..s.balloon.hint.len() {
-        push(&|c| drop(c.balloon.hint.remove(i)));
+        push(&|c| {
+            c.balloon.hint.remove(i);
+        });
     }
     for i in 0..s.guest.touch.len() {
-        push(&|c| drop(c.guest.touch.remove(i)));
+        push(&|c| {
+            c.guest.touch.remove(i);
+        });
     }
     for i in 0..s.guest.data.len() {
-        push(&|c| drop(c.guest.data.remove(i)));
+        push(&|c| {
+            c.guest.data.remove(i);
+        });
     }
     for i in 0..s.faults.drain.len() {
-        push(&|c| drop(c.faults.drain.remove(i)));
+        push(&|c| {
+            c.faults.drain.remove(i);
+        });
     }
     if s.faults.cancel_at_us.is_some() {
         push(&|c| c.faults.cancel_at_us = None);
