@@ -58,6 +58,7 @@ fn setup(region: Bytes, runs: u64) -> (Vm, VmConfig) {
         }],
         backend: Backend { kind: BackendKind::MemfdHugetlb, page_size: Bytes::mib(2), capacity: Capacity::Unlimited },
         main_ram: Bytes::ZERO,
+        extra_ram: Vec::new(),
         facts: HostFacts::default(),
         variant: Variant::Faithful,
     };

@@ -25,6 +25,9 @@ pub struct VmConfig {
     pub backend: Backend,
     /// Ordinary guest RAM (`-m`), on private anonymous memory with no limit.
     pub main_ram: Bytes,
+    /// Other RAM blocks (ROMs, ACPI tables: `pc.bios`, `/rom@etc/acpi/tables`, ...), after
+    /// `pc.ram`, on private anonymous memory.
+    pub extra_ram: Vec<(String, Bytes)>,
     pub facts: HostFacts,
     pub variant: Variant,
 }
@@ -99,6 +102,10 @@ impl<H: HostMemory> Vm<H> {
         if !cfg.main_ram.is_zero() {
             let id = add(&mut host, MAIN_RAM, Backend::unlimited(BackendKind::PrivateAnonymous), cfg.main_ram, Pool::Main);
             blocks.push(RamBlockInfo { name: MAIN_RAM.into(), id, len: cfg.main_ram, device: None });
+        }
+        for (name, len) in &cfg.extra_ram {
+            let id = add(&mut host, name, Backend::unlimited(BackendKind::PrivateAnonymous), *len, Pool::Main);
+            blocks.push(RamBlockInfo { name: name.clone(), id, len: *len, device: None });
         }
         let mut devices = Vec::new();
         let mut lines = Vec::new();

@@ -56,6 +56,7 @@ fn config(s: &Setup, capacity: Capacity) -> VmConfig {
         devices: vec![device(s.region, s.plugged, s.prealloc)],
         backend: Backend { kind: s.kind, page_size: s.kind.default_page_size(), capacity },
         main_ram: Bytes::mib(512),
+        extra_ram: Vec::new(),
         facts: HostFacts::default(),
         variant: s.variant,
     }

@@ -29,6 +29,7 @@ fn vm_with(kind: BackendKind, capacity: Capacity, requested: Bytes, prealloc: bo
         }],
         backend: Backend { kind, page_size: kind.default_page_size(), capacity },
         main_ram: Bytes::ZERO,
+        extra_ram: Vec::new(),
         facts: HostFacts::default(),
         variant,
     };

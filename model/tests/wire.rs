@@ -139,6 +139,7 @@ fn vm(plugs: &[(u64, u64)], machine: &str) -> Vm {
         }],
         backend: Backend::unlimited(BackendKind::Memfd),
         main_ram: Bytes::mib(8),
+        extra_ram: Vec::new(),
         facts: HostFacts::default(),
         variant: Variant::Faithful,
     };
@@ -215,4 +216,32 @@ proptest! {
             Err(WireError::Io(e)) => prop_assert!(false, "no I/O error from memory: {}", e),
         }
     }
+}
+
+/// Fields the description gives odd sizes (0, more than 8 bytes for an integer) or types this
+/// decoder does not know become hex, never a panic.
+#[test]
+fn odd_field_descriptions_do_not_panic() {
+    let mut s = reference_stream();
+    s.pop(); // the EOF
+    s.push(0x04);
+    s.extend_from_slice(&7u32.to_be_bytes());
+    s.push(3);
+    s.extend_from_slice(b"dev");
+    s.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 1]);
+    s.extend_from_slice(&[0xff; 16]);
+    s.extend_from_slice(&[0x7e, 0, 0, 0, 7]);
+    s.push(0x00);
+    let json = br#"{"devices": [{"name": "dev", "instance_id": 0, "fields": [{"name": "a", "type": "int32", "size": 0}, {"name": "b", "type": "uint64", "size": 16}, {"name": "c", "type": "nullptr", "size": 0}]}]}"#;
+    s.push(0x06);
+    s.extend_from_slice(&(json.len() as u32).to_be_bytes());
+    s.extend_from_slice(json);
+    let ev = events(&s).unwrap();
+    let dev = ev.iter().find_map(|e| match e {
+        Event::Device { fields, .. } => Some(fields.clone()),
+        _ => None,
+    });
+    let dev = dev.expect("the described section");
+    assert_eq!(dev["b"], "ff ff ff ff ff ff ff ff ff ff ff ff ff ff ff ff");
+    assert_eq!(dev["a"], "");
 }

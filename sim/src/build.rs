@@ -118,6 +118,7 @@ pub fn build(l: &Loaded) -> Result<Built, SimError> {
         devices: s.devices.iter().enumerate().map(|(i, d)| device_config(d.get_ref(), i)).collect(),
         backend: src_backend,
         main_ram: s.source.main_ram,
+        extra_ram: Vec::new(),
         facts: HostFacts { numa_nodes: s.source.numa_nodes, ..HostFacts::default() },
         variant: s.variant,
     };
@@ -143,6 +144,7 @@ pub fn build(l: &Loaded) -> Result<Built, SimError> {
             .collect(),
         backend: dst_backend,
         main_ram: s.destination.main_ram.unwrap_or(s.source.main_ram),
+        extra_ram: Vec::new(),
         facts: HostFacts { numa_nodes: s.destination.numa_nodes.unwrap_or(s.source.numa_nodes), ..HostFacts::default() },
         variant: s.variant,
     };

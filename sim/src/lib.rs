@@ -3,6 +3,7 @@
 
 pub mod build;
 pub mod campaign;
+pub mod conformance;
 pub mod direct;
 pub mod engine;
 pub mod error;

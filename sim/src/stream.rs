@@ -183,15 +183,15 @@ pub fn preflight(events: &[Event], backend: Backend, prealloc: bool, machine: Op
         Event::Early { state, .. } if state.sanity.node > 0 => Some(state.sanity.node),
         _ => None,
     }).max();
-    let main: u64 = blocks.iter().filter(|(n, _)| !devices.iter().any(|d| n == &d.ram_block_name())).map(|(_, l)| *l).sum();
-    if blocks.iter().filter(|(n, _)| !devices.iter().any(|d| n == &d.ram_block_name())).count() > 1 {
-        return Err("the stream has more than one RAM block besides the virtio-mem memdevs; only one (pc.ram) is modelled".into());
-    }
+    let others: Vec<(String, Bytes)> = blocks.iter().filter(|(n, _)| !devices.iter().any(|d| n == &d.ram_block_name())).map(|(n, l)| (n.clone(), Bytes(*l))).collect();
+    let main = others.iter().find(|(n, _)| n == vmemsim_model::vm::MAIN_RAM).map_or(0, |(_, l)| l.0);
+    let extra_ram: Vec<(String, Bytes)> = others.into_iter().filter(|(n, _)| n != vmemsim_model::vm::MAIN_RAM).collect();
     let cfg = VmConfig {
         machine: MachineType::parse(&machine).map_err(|e| e.to_string())?,
         devices,
         backend,
         main_ram: Bytes(main),
+        extra_ram,
         // NUMA nodes as many as the highest node a device names (none when all are node 0).
         facts: HostFacts { numa_nodes: max_node.map_or(0, |n| n + 1), ..HostFacts::default() },
         variant: Variant::Faithful,

@@ -348,15 +348,46 @@ impl<R: Read> Decoder<R> {
             let state = PlugState { sanity, size, bitmap: std::sync::Arc::new(bitmap) };
             return Ok(Event::Early { section, idstr, instance, state, tmp, bitmap_bytes });
         }
-        let desc = self
-            .vmdesc
-            .as_ref()
-            .and_then(|d| d.get("devices")?.as_array()?.iter().find(|e| e.get("name").and_then(Value::as_str) == Some(&idstr) && e.get("instance_id").and_then(Value::as_u64) == Some(instance as u64)))
-            .cloned()
-            .ok_or_else(|| WireError::UnknownSection { offset: at, idstr: idstr.clone() })?;
-        let fields = self.vmsd_body(&desc)?;
-        self.footer(section)?;
+        // Any other section: read up to its footer (0x7e + its id, then the next record's
+        // type), then parse those bytes with its VM description entry. A section the description
+        // does not describe, or describes differently, is kept as its size.
+        let desc = self.vmdesc.as_ref().and_then(|d| {
+            d.get("devices")?.as_array()?.iter().find(|e| e.get("name").and_then(Value::as_str) == Some(&idstr) && e.get("instance_id").and_then(Value::as_u64) == Some(instance as u64)).cloned()
+        });
+        if desc.is_none() && self.vmdesc.is_none() {
+            return Err(WireError::UnknownSection { offset: at, idstr });
+        }
+        let body = self.until_footer(section, at, &idstr)?;
+        let fields = desc
+            .and_then(|d| {
+                let mut sub = Decoder::new(std::io::Cursor::new(&body), None);
+                let fields = sub.vmsd_body(&d).ok()?;
+                (sub.offset == body.len() as u64).then_some(fields)
+            })
+            .unwrap_or_else(|| {
+                let mut m = Map::new();
+                m.insert("(not described)".into(), Value::from(format!("{} bytes", body.len())));
+                m
+            });
         Ok(Event::Device { section, idstr, instance, fields })
+    }
+
+    /// Reads a section's bytes up to its footer (0x7e and its id, followed by a record type or
+    /// the end), and the footer.
+    fn until_footer(&mut self, section: u32, at: u64, idstr: &str) -> Result<Vec<u8>, WireError> {
+        let id = section.to_be_bytes();
+        let mut buf: Vec<u8> = Vec::new();
+        loop {
+            let b = self.u8(&format!("the footer of section '{idstr}' (started at byte {at})"))?;
+            buf.push(b);
+            let n = buf.len();
+            if n >= 5 && buf[n - 5] == ty::SECTION_FOOTER && buf[n - 4..] == id {
+                // Peek is not possible on a stream: accept the footer; a following record that
+                // is not one will be reported where it stands.
+                buf.truncate(n - 5);
+                return Ok(buf);
+            }
+        }
     }
 
     /// A VMSD's fields and subsections, as analyze-migration.py prints them.
@@ -397,10 +428,10 @@ impl<R: Read> Decoder<R> {
         let b = self.read_vec(size as usize, &format!("field '{}' ({size} bytes)", f.get("name").and_then(Value::as_str).unwrap_or("?")))?;
         let int = b.iter().fold(0u128, |a, x| a << 8 | *x as u128);
         Ok(match kind {
-            k if k.starts_with("uint") && size <= 8 => Value::from(format!("0x{:0width$x}", int, width = 2 * size as usize)),
-            k if k.starts_with("int") && size <= 8 => {
+            k if k.starts_with("uint") && (1..=8).contains(&size) => Value::from(format!("0x{:0width$x}", int, width = 2 * size as usize)),
+            k if k.starts_with("int") && (1..=8).contains(&size) => {
                 let bits = 8 * size as u32;
-                let signed = if bits < 128 && int >> (bits - 1) & 1 == 1 { int as i128 - (1i128 << bits) } else { int as i128 };
+                let signed = if int >> (bits - 1) & 1 == 1 { int as i128 - (1i128 << bits) } else { int as i128 };
                 if signed < 0 {
                     Value::from(format!("0x{:0width$x} ({signed})", int, width = 2 * size as usize))
                 } else {

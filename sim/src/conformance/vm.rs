@@ -1,0 +1,202 @@
+//! Source and destination QEMUs for a scenario, the file migration between them, and the
+//! destination's outcome.
+
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use vmemsim_model::migration::outcome::Stage;
+use vmemsim_model::Outcome;
+
+use super::qmp::Qmp;
+use crate::build::Built;
+use crate::real::mounts::{Mount, TempDir};
+
+/// The provisioned lab: kernel, initramfs (scripts/qemu-lab).
+#[derive(Clone, Debug)]
+pub struct Lab {
+    pub dir: PathBuf,
+}
+
+impl Lab {
+    /// Runs `scripts/qemu-lab` (provisioning once, then cached) and returns the lab.
+    pub fn provision(script: &Path, dir: &Path) -> Result<Lab, String> {
+        let out = Command::new(script).arg(dir).output().map_err(|e| format!("{}: {e}", script.display()))?;
+        if !out.status.success() {
+            return Err(format!("{} failed: {}", script.display(), String::from_utf8_lossy(&out.stderr).trim()));
+        }
+        Ok(Lab { dir: dir.to_path_buf() })
+    }
+}
+
+/// What a scenario becomes on the QEMU command line (one virtio-mem device on a file backend).
+#[derive(Clone, Debug)]
+pub struct Shape {
+    pub machine: String,
+    pub main_ram: u64,
+    pub region: u64,
+    pub requested: u64,
+    pub block: u64,
+    pub dest_prealloc: bool,
+    pub dest_quota: u64,
+    /// The device's PCI slot and function on the root bus, from the scenario's address.
+    pub slot: String,
+}
+
+/// Whether a built scenario runs on a real QEMU here; `Err` says why not.
+pub fn shape(b: &Built) -> Result<Shape, String> {
+    if b.source.devices.len() != 1 || b.plan.is_postcopy() || !b.plan.hints.is_empty() || !b.actions.is_empty() || !b.drains.is_empty() {
+        return Err("the QEMU harness runs one virtio-mem device, precopy, without simulated events".into());
+    }
+    if b.destination.backend.kind != vmemsim_model::BackendKind::TmpfsFile {
+        return Err("the QEMU harness runs tmpfs-file backends".into());
+    }
+    let cap = b.destination.backend.capacity.limit().ok_or("the destination needs a tmpfs quota")?;
+    let s = &b.source.devices[0];
+    let d = &b.destination.devices[0];
+    // "0000:00:03.0" → addr=0x03.0 on the root bus (QEMU's idstr starts with this address).
+    let slot = match s.pci().split(':').collect::<Vec<_>>().as_slice() {
+        ["0000", "00", dev_fn] => dev_fn.split_once('.').map(|(d, f)| format!("0x{d}.{f}")).ok_or("a PCI address like 0000:00:03.0")?,
+        _ => return Err(format!("the QEMU harness puts devices on the root bus, not at {}", s.pci())),
+    };
+    if s.size() != s.requested_size() {
+        return Err("the guest driver plugs the requested size; the scenario must plug exactly that".into());
+    }
+    Ok(Shape {
+        machine: b.source.machine.name().to_string(),
+        main_ram: b.source.blocks.iter().find(|x| x.device.is_none()).map_or(0, |x| x.len.0),
+        region: s.region_size().0,
+        requested: s.requested_size().0,
+        block: s.block_size().0,
+        dest_prealloc: d.prealloc,
+        dest_quota: cap.0,
+        slot,
+    })
+}
+
+fn qemu(lab: &Lab, sh: &Shape, mem_dir: &Path, prealloc: bool, dir: &Path, name: &str, incoming: Option<&Path>) -> Result<Child, String> {
+    let mut c = Command::new("qemu-system-x86_64");
+    c.args(["-machine", &sh.machine, "-accel", "tcg", "-cpu", "qemu64", "-smp", "1"]);
+    c.args(["-m", &format!("{}M,maxmem={}M", sh.main_ram >> 20, (sh.main_ram + sh.region + (1 << 30)) >> 20)]);
+    c.args(["-object", &format!("memory-backend-file,id=mem0,mem-path={}/vmem0,size={}M,share=on", mem_dir.display(), sh.region >> 20)]);
+    c.args([
+        "-device",
+        &format!(
+            "virtio-mem-pci,id=vmem0,memdev=mem0,addr={},requested-size={}M,block-size={}M,prealloc={}",
+            sh.slot,
+            sh.requested >> 20,
+            sh.block >> 20,
+            if prealloc { "on" } else { "off" }
+        ),
+    ]);
+    c.arg("-kernel").arg(lab.dir.join("vmlinuz")).arg("-initrd").arg(lab.dir.join("initrd.gz"));
+    c.args(["-append", "console=ttyS0 memhp_default_state=online quiet", "-display", "none", "-monitor", "none", "-nodefaults"]);
+    c.arg("-serial").arg(format!("file:{}", dir.join(format!("{name}.serial")).display()));
+    c.arg("-qmp").arg(format!("unix:{},server=on,wait=off", dir.join(format!("{name}.qmp")).display()));
+    if let Some(state) = incoming {
+        c.arg("-incoming").arg(format!("file:{}", state.display()));
+    }
+    c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+    c.spawn().map_err(|e| format!("qemu-system-x86_64: {e}"))
+}
+
+/// Boots the source, waits until the guest plugged the requested size, stops it and migrates
+/// it to a state file. Returns the file and the seconds it took.
+pub fn source_state(lab: &Lab, sh: &Shape, dir: &Path) -> Result<(PathBuf, f64), String> {
+    let start = Instant::now();
+    let mount = Mount::new("tmpfs", Some(sh.main_ram + sh.region + (64 << 20)), None).map_err(|e| format!("mount: {e}"))?;
+    let mut child = qemu(lab, sh, mount.path(), false, dir, "src", None)?;
+    let result = (|| {
+        let mut q = Qmp::connect(&dir.join("src.qmp"), Duration::from_secs(20))?;
+        loop {
+            let size = q.execute("qom-get", json!({"path": "vmem0", "property": "size"}))?;
+            if size.as_u64() == Some(sh.requested) {
+                break;
+            }
+            if start.elapsed() > Duration::from_secs(120) {
+                return Err(format!("the guest plugged {size} of {} in 120 s", sh.requested));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        q.execute("stop", json!({}))?;
+        let state = dir.join("state.mig");
+        q.execute("migrate", json!({"uri": format!("file:{}", state.display())}))?;
+        loop {
+            let st = q.execute("query-migrate", json!({}))?;
+            match st.get("status").and_then(|s| s.as_str()) {
+                Some("completed") => break,
+                Some("failed") => return Err(format!("migration failed: {st}")),
+                _ => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+        let _ = q.execute("quit", json!({}));
+        Ok(state)
+    })();
+    let _ = child.kill();
+    let _ = child.wait();
+    result.map(|s| (s, start.elapsed().as_secs_f64()))
+}
+
+/// Restores the state file on a destination with the scenario's prealloc and tmpfs quota.
+pub fn destination(lab: &Lab, sh: &Shape, state: &Path, dir: &Path) -> Result<Outcome, String> {
+    let mount = Mount::new("tmpfs", Some(sh.dest_quota), None).map_err(|e| format!("mount: {e}"))?;
+    let mut child = qemu(lab, sh, mount.path(), sh.dest_prealloc, dir, "dst", Some(state))?;
+    let start = Instant::now();
+    let outcome = loop {
+        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut e, &mut err);
+            }
+            let lines: Vec<String> = err.lines().filter_map(|l| l.strip_prefix("qemu-system-x86_64: ")).map(str::to_string).collect();
+            break if status.signal() == Some(libc::SIGBUS) {
+                Outcome::Crashed { stage: Stage::RamLoad, site: vmemsim_model::migration::outcome::FaultSite { block: String::new(), offset: vmemsim_model::Bytes(0) }, lines }
+            } else {
+                Outcome::Failed { stage: Stage::Startup, lines }
+            };
+        }
+        // Still running: a completed restore leaves QEMU running (or paused) with the state loaded.
+        if let Ok(mut q) = Qmp::connect(&dir.join("dst.qmp"), Duration::from_millis(200)) {
+            if let Ok(st) = q.execute("query-migrate", json!({})) {
+                if st.get("status").and_then(|s| s.as_str()) == Some("completed") {
+                    let _ = q.execute("quit", json!({}));
+                    let _ = child.wait();
+                    let mut err = String::new();
+                    if let Some(mut e) = child.stderr.take() {
+                        let _ = std::io::Read::read_to_string(&mut e, &mut err);
+                    }
+                    let lines = err.lines().filter_map(|l| l.strip_prefix("qemu-system-x86_64: ")).map(str::to_string).collect();
+                    break Outcome::Completed { lines };
+                }
+            }
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err("the destination neither exited nor completed within 60 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    drop(mount);
+    Ok(outcome)
+}
+
+/// The differences between the model's and QEMU's outcome: the class, and QEMU's lines.
+pub fn compare(model: &Outcome, qemu: &Outcome) -> Vec<String> {
+    let mut d = Vec::new();
+    let class = |o: &Outcome| o.class();
+    if class(model) != class(qemu) {
+        d.push(format!("class: model {}, QEMU {}", model.class(), qemu.class()));
+    }
+    if model.lines() != qemu.lines() {
+        d.push(format!("stderr: model {:?}, QEMU {:?}", model.lines(), qemu.lines()));
+    }
+    d
+}
+
+/// A private work folder for one run.
+pub fn workdir() -> Result<TempDir, String> {
+    TempDir::new("qemu").map_err(|e| e.to_string())
+}

@@ -1,0 +1,96 @@
+//! The model against a real QEMU and a real Linux guest under TCG: the six rows of
+//! real-qemu.md's table (old/new machine × prealloc × short/enough tmpfs quota), each predicted
+//! by the model first. Provisions with scripts/qemu-lab (cached); skips with a reason when not
+//! root or when QEMU cannot be provisioned, except under CI=true, where it must run.
+
+mod common;
+
+use std::path::Path;
+use std::time::Instant;
+
+use vmemsim_sim::conformance::vm::{compare, destination, shape, source_state, workdir, Lab};
+use vmemsim_sim::real::mounts::is_root;
+use vmemsim_sim::real::model_outcome;
+use vmemsim_model::wire::decode::Event;
+use vmemsim_sim::stream::{backend_of, preflight, read_events};
+use vmemsim_sim::{build, load};
+
+fn lab_or_skip() -> Option<Lab> {
+    let ci = std::env::var("CI").as_deref() == Ok("true");
+    if !is_root() {
+        assert!(!ci, "CI=true runs as root, but this process is not root");
+        eprintln!("skipping conformance: not root (apt-get and private mounts need root)");
+        return None;
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/qemu-lab");
+    let dir = std::env::var("VMEMSIM_LAB").unwrap_or_else(|_| "/var/cache/vmemsim-lab".into());
+    match Lab::provision(&script, Path::new(&dir)) {
+        Ok(lab) => Some(lab),
+        Err(e) if !ci => {
+            eprintln!("skipping conformance: QEMU cannot be provisioned here: {e}");
+            None
+        }
+        Err(e) => panic!("CI=true must provision QEMU: {e}"),
+    }
+}
+
+#[test]
+fn real_qemu_table_matches_the_model() {
+    let Some(lab) = lab_or_skip() else { return };
+    let start = Instant::now();
+    let mut failures = Vec::new();
+    for machine in ["new", "old"] {
+        // One source per machine type: every destination restores the same state file.
+        let rows: Vec<_> = ["prealloc-short", "noprealloc-short", "prealloc-enough"]
+            .iter()
+            .map(|r| common::scenario(&format!("real-qemu/{machine}-{r}.toml")))
+            .filter(|p| p.exists())
+            .collect();
+        let first = build(&load(&rows[0]).unwrap()).unwrap();
+        let work = workdir().unwrap();
+        let (state, secs) = source_state(&lab, &shape(&first).unwrap(), work.path()).unwrap_or_else(|e| panic!("{machine} source: {e}"));
+        eprintln!("{machine} machine: source booted and migrated to a file in {secs:.1} s");
+        if let Ok(keep) = std::env::var("VMEMSIM_KEEP_STREAM") {
+            std::fs::copy(&state, format!("{keep}-{machine}.mig")).unwrap();
+        }
+        // The decoder reads the stream QEMU wrote and agrees with QEMU's view of the device:
+        // qom-get size equalled the requested size before the source stopped.
+        let events = read_events(&state).unwrap_or_else(|e| panic!("{machine}: decoding QEMU's stream: {e}"));
+        let early = events.iter().find_map(|e| match e {
+            Event::Early { state, .. } => Some(state.clone()),
+            _ => None,
+        });
+        let requested = first.source.devices[0].requested_size();
+        match (machine, early) {
+            ("new", Some(st)) => {
+                assert_eq!(st.size, requested, "the early section's size is QEMU's qom-get size");
+                assert_eq!(st.bitmap.count_ones() as u64 * st.sanity.block_size.0, st.size.0);
+            }
+            ("old", None) => {}
+            (m, e) => panic!("{m} machine: early section {e:?}"),
+        }
+        for row in rows {
+            let b = build(&load(&row).unwrap()).unwrap();
+            let sh = shape(&b).unwrap();
+            let model = model_outcome(&b);
+            let t = Instant::now();
+            let qemu = destination(&lab, &sh, &state, work.path()).unwrap_or_else(|e| panic!("{}: {e}", row.display()));
+            eprintln!("{}: QEMU {} in {:.2} s, model {}", row.display(), qemu.class(), t.elapsed().as_secs_f64(), model.class());
+            let diffs = compare(&model, &qemu);
+            if !diffs.is_empty() {
+                failures.push(format!("{}: {}", row.display(), diffs.join("; ")));
+            }
+            // `vmemsim preflight` on QEMU's own stream predicts what QEMU's destination did.
+            if machine == "new" {
+                let backend = backend_of("tmpfs-file", &sh.dest_quota.to_string()).unwrap();
+                let p = preflight(&events, backend, sh.dest_prealloc, None).unwrap();
+                let diffs = compare(&p.outcome, &qemu);
+                if !diffs.is_empty() {
+                    failures.push(format!("{}: preflight on QEMU's stream: {}", row.display(), diffs.join("; ")));
+                }
+            }
+        }
+    }
+    eprintln!("conformance matrix in {:.1} s", start.elapsed().as_secs_f64());
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
