@@ -41,7 +41,7 @@ fn real_qemu_table_matches_the_model() {
     let mut failures = Vec::new();
     for machine in ["new", "old"] {
         // One source per machine type: every destination restores the same state file.
-        let rows: Vec<_> = ["prealloc-short", "noprealloc-short", "prealloc-enough"]
+        let rows: Vec<_> = ["prealloc-short", "noprealloc-short", "prealloc-enough", "noprealloc-enough", "prealloc-exact", "noprealloc-exact"]
             .iter()
             .map(|r| common::scenario(&format!("real-qemu/{machine}-{r}.toml")))
             .filter(|p| p.exists())
