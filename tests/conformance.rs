@@ -83,7 +83,7 @@ fn real_qemu_table_matches_the_model() {
             // `vmemsim preflight` on QEMU's own stream predicts what QEMU's destination did.
             if machine == "new" {
                 let backend = backend_of("tmpfs-file", &sh.dest_quota.to_string()).unwrap();
-                let p = preflight(&events, backend, sh.dest_prealloc, None).unwrap();
+                let p = preflight(&events, backend, sh.devices[0].dest_prealloc, None).unwrap();
                 let diffs = compare(&p.outcome, &qemu);
                 if !diffs.is_empty() {
                     failures.push(format!("{}: preflight on QEMU's stream: {}", row.display(), diffs.join("; ")));
@@ -92,5 +92,35 @@ fn real_qemu_table_matches_the_model() {
         }
     }
     eprintln!("conformance matrix in {:.1} s", start.elapsed().as_secs_f64());
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn two_devices_with_larger_blocks_match_the_model() {
+    let Some(lab) = lab_or_skip() else { return };
+    let rows = [common::scenario("conformance/two-devices-short.toml"), common::scenario("conformance/two-devices-enough.toml")];
+    let first = build(&load(&rows[0]).unwrap()).unwrap();
+    let work = workdir().unwrap();
+    let (state, secs) = source_state(&lab, &shape(&first).unwrap(), work.path()).unwrap_or_else(|e| panic!("source: {e}"));
+    eprintln!("two devices: source booted and migrated to a file in {secs:.1} s");
+    let events = read_events(&state).unwrap();
+    let early: Vec<_> = events.iter().filter_map(|e| match e {
+        Event::Early { idstr, state, .. } => Some((idstr.clone(), state.sanity.block_size, state.size)),
+        _ => None,
+    }).collect();
+    assert_eq!(early.len(), 2, "{early:?}");
+    assert_eq!(early[0].1, vmemsim_model::Bytes::mib(4));
+    let mut failures = Vec::new();
+    for row in rows {
+        let b = build(&load(&row).unwrap()).unwrap();
+        let sh = shape(&b).unwrap();
+        let model = model_outcome(&b);
+        let qemu = destination(&lab, &sh, &state, work.path()).unwrap_or_else(|e| panic!("{}: {e}", row.display()));
+        eprintln!("{}: QEMU {}, model {}", row.display(), qemu.class(), model.class());
+        let diffs = compare(&model, &qemu);
+        if !diffs.is_empty() {
+            failures.push(format!("{}: {}", row.display(), diffs.join("; ")));
+        }
+    }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

@@ -31,66 +31,74 @@ impl Lab {
     }
 }
 
-/// What a scenario becomes on the QEMU command line (one virtio-mem device on a file backend).
+/// One virtio-mem device on the QEMU command line.
 #[derive(Clone, Debug)]
-pub struct Shape {
-    pub machine: String,
-    pub main_ram: u64,
+pub struct DeviceShape {
     pub region: u64,
     pub requested: u64,
     pub block: u64,
     pub dest_prealloc: bool,
-    pub dest_quota: u64,
     /// The device's PCI slot and function on the root bus, from the scenario's address.
     pub slot: String,
 }
 
+/// What a scenario becomes on the QEMU command line: virtio-mem devices on files of one tmpfs.
+#[derive(Clone, Debug)]
+pub struct Shape {
+    pub machine: String,
+    pub main_ram: u64,
+    pub devices: Vec<DeviceShape>,
+    pub dest_quota: u64,
+}
+
 /// Whether a built scenario runs on a real QEMU here; `Err` says why not.
 pub fn shape(b: &Built) -> Result<Shape, String> {
-    if b.source.devices.len() != 1 || b.plan.is_postcopy() || !b.plan.hints.is_empty() || !b.actions.is_empty() || !b.drains.is_empty() {
-        return Err("the QEMU harness runs one virtio-mem device, precopy, without simulated events".into());
+    if b.plan.is_postcopy() || !b.plan.hints.is_empty() || !b.actions.is_empty() || !b.drains.is_empty() {
+        return Err("the QEMU harness runs precopy file migrations without simulated events".into());
     }
     if b.destination.backend.kind != vmemsim_model::BackendKind::TmpfsFile {
         return Err("the QEMU harness runs tmpfs-file backends".into());
     }
     let cap = b.destination.backend.capacity.limit().ok_or("the destination needs a tmpfs quota")?;
-    let s = &b.source.devices[0];
-    let d = &b.destination.devices[0];
-    // "0000:00:03.0" → addr=0x03.0 on the root bus (QEMU's idstr starts with this address).
-    let slot = match s.pci().split(':').collect::<Vec<_>>().as_slice() {
-        ["0000", "00", dev_fn] => dev_fn.split_once('.').map(|(d, f)| format!("0x{d}.{f}")).ok_or("a PCI address like 0000:00:03.0")?,
-        _ => return Err(format!("the QEMU harness puts devices on the root bus, not at {}", s.pci())),
-    };
-    if s.size() != s.requested_size() {
-        return Err("the guest driver plugs the requested size; the scenario must plug exactly that".into());
+    let mut devices = Vec::new();
+    for (s, d) in b.source.devices.iter().zip(&b.destination.devices) {
+        if s.size() != s.requested_size() || s.plugged_runs().len() > 1 {
+            return Err("Linux's driver plugs the requested size from the lowest block: the scenario must plug exactly that".into());
+        }
+        // "0000:00:03.0" → addr=0x03.0 on the root bus (QEMU's idstr starts with this address).
+        let slot = match s.pci().split(':').collect::<Vec<_>>().as_slice() {
+            ["0000", "00", dev_fn] => dev_fn.split_once('.').map(|(d, f)| format!("0x{d}.{f}")).ok_or("a PCI address like 0000:00:03.0")?,
+            _ => return Err(format!("the QEMU harness puts devices on the root bus, not at {}", s.pci())),
+        };
+        devices.push(DeviceShape { region: s.region_size().0, requested: s.requested_size().0, block: s.block_size().0, dest_prealloc: d.prealloc, slot });
     }
     Ok(Shape {
         machine: b.source.machine.name().to_string(),
         main_ram: b.source.blocks.iter().find(|x| x.device.is_none()).map_or(0, |x| x.len.0),
-        region: s.region_size().0,
-        requested: s.requested_size().0,
-        block: s.block_size().0,
-        dest_prealloc: d.prealloc,
+        devices,
         dest_quota: cap.0,
-        slot,
     })
 }
 
-fn qemu(lab: &Lab, sh: &Shape, mem_dir: &Path, prealloc: bool, dir: &Path, name: &str, incoming: Option<&Path>) -> Result<Child, String> {
+fn qemu(lab: &Lab, sh: &Shape, mem_dir: &Path, dest: bool, dir: &Path, name: &str, incoming: Option<&Path>) -> Result<Child, String> {
+    let regions: u64 = sh.devices.iter().map(|d| d.region).sum();
     let mut c = Command::new("qemu-system-x86_64");
     c.args(["-machine", &sh.machine, "-accel", "tcg", "-cpu", "qemu64", "-smp", "1"]);
-    c.args(["-m", &format!("{}M,maxmem={}M", sh.main_ram >> 20, (sh.main_ram + sh.region + (1 << 30)) >> 20)]);
-    c.args(["-object", &format!("memory-backend-file,id=mem0,mem-path={}/vmem0,size={}M,share=on", mem_dir.display(), sh.region >> 20)]);
-    c.args([
-        "-device",
-        &format!(
-            "virtio-mem-pci,id=vmem0,memdev=mem0,addr={},requested-size={}M,block-size={}M,prealloc={}",
-            sh.slot,
-            sh.requested >> 20,
-            sh.block >> 20,
-            if prealloc { "on" } else { "off" }
-        ),
-    ]);
+    c.args(["-m", &format!("{}M,maxmem={}M", sh.main_ram >> 20, (sh.main_ram + regions + (1 << 30)) >> 20)]);
+    for (i, d) in sh.devices.iter().enumerate() {
+        let prealloc = dest && d.dest_prealloc;
+        c.args(["-object", &format!("memory-backend-file,id=mem{i},mem-path={}/vmem{i},size={}M,share=on", mem_dir.display(), d.region >> 20)]);
+        c.args([
+            "-device",
+            &format!(
+                "virtio-mem-pci,id=vmem{i},memdev=mem{i},addr={},requested-size={}M,block-size={}M,prealloc={}",
+                d.slot,
+                d.requested >> 20,
+                d.block >> 20,
+                if prealloc { "on" } else { "off" }
+            ),
+        ]);
+    }
     c.arg("-kernel").arg(lab.dir.join("vmlinuz")).arg("-initrd").arg(lab.dir.join("initrd.gz"));
     c.args(["-append", "console=ttyS0 memhp_default_state=online quiet", "-display", "none", "-monitor", "none", "-nodefaults"]);
     c.arg("-serial").arg(format!("file:{}", dir.join(format!("{name}.serial")).display()));
@@ -106,19 +114,22 @@ fn qemu(lab: &Lab, sh: &Shape, mem_dir: &Path, prealloc: bool, dir: &Path, name:
 /// it to a state file. Returns the file and the seconds it took.
 pub fn source_state(lab: &Lab, sh: &Shape, dir: &Path) -> Result<(PathBuf, f64), String> {
     let start = Instant::now();
-    let mount = Mount::new("tmpfs", Some(sh.main_ram + sh.region + (64 << 20)), None).map_err(|e| format!("mount: {e}"))?;
+    let plugged: u64 = sh.devices.iter().map(|d| d.requested).sum();
+    let mount = Mount::new("tmpfs", Some(plugged + (64 << 20)), None).map_err(|e| format!("mount: {e}"))?;
     let mut child = qemu(lab, sh, mount.path(), false, dir, "src", None)?;
     let result = (|| {
         let mut q = Qmp::connect(&dir.join("src.qmp"), Duration::from_secs(20))?;
-        loop {
-            let size = q.execute("qom-get", json!({"path": "vmem0", "property": "size"}))?;
-            if size.as_u64() == Some(sh.requested) {
-                break;
+        for (i, d) in sh.devices.iter().enumerate() {
+            loop {
+                let size = q.execute("qom-get", json!({"path": format!("vmem{i}"), "property": "size"}))?;
+                if size.as_u64() == Some(d.requested) {
+                    break;
+                }
+                if start.elapsed() > Duration::from_secs(120) {
+                    return Err(format!("the guest plugged {size} of {} on vmem{i} in 120 s", d.requested));
+                }
+                std::thread::sleep(Duration::from_millis(200));
             }
-            if start.elapsed() > Duration::from_secs(120) {
-                return Err(format!("the guest plugged {size} of {} in 120 s", sh.requested));
-            }
-            std::thread::sleep(Duration::from_millis(200));
         }
         q.execute("stop", json!({}))?;
         let state = dir.join("state.mig");
@@ -142,7 +153,7 @@ pub fn source_state(lab: &Lab, sh: &Shape, dir: &Path) -> Result<(PathBuf, f64),
 /// Restores the state file on a destination with the scenario's prealloc and tmpfs quota.
 pub fn destination(lab: &Lab, sh: &Shape, state: &Path, dir: &Path) -> Result<Outcome, String> {
     let mount = Mount::new("tmpfs", Some(sh.dest_quota), None).map_err(|e| format!("mount: {e}"))?;
-    let mut child = qemu(lab, sh, mount.path(), sh.dest_prealloc, dir, "dst", Some(state))?;
+    let mut child = qemu(lab, sh, mount.path(), true, dir, "dst", Some(state))?;
     let start = Instant::now();
     let outcome = loop {
         if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
