@@ -150,7 +150,28 @@ pub fn source_state(lab: &Lab, sh: &Shape, dir: &Path) -> Result<(PathBuf, f64),
     result.map(|s| (s, start.elapsed().as_secs_f64()))
 }
 
+/// After a completed restore with room to spare: `cont`, grow the first device by 128 MiB and
+/// wait until the guest plugged it — the restored guest sees the device.
+fn grow_after_restore(q: &mut Qmp, sh: &Shape) -> Result<(), String> {
+    let d = &sh.devices[0];
+    let grown = (d.requested + (128 << 20)).min(d.region);
+    q.execute("cont", json!({}))?;
+    q.execute("qom-set", json!({"path": "vmem0", "property": "requested-size", "value": grown}))?;
+    let start = Instant::now();
+    loop {
+        let size = q.execute("qom-get", json!({"path": "vmem0", "property": "size"}))?;
+        if size.as_u64() == Some(grown) {
+            return Ok(());
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            return Err(format!("after the restore the guest plugged {size} of {grown} in 60 s"));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// Restores the state file on a destination with the scenario's prealloc and tmpfs quota.
+/// A completed restore with 128 MiB to spare is also grown (see `grow_after_restore`).
 pub fn destination(lab: &Lab, sh: &Shape, state: &Path, dir: &Path) -> Result<Outcome, String> {
     let mount = Mount::new("tmpfs", Some(sh.dest_quota), None).map_err(|e| format!("mount: {e}"))?;
     let mut child = qemu(lab, sh, mount.path(), true, dir, "dst", Some(state))?;
@@ -172,6 +193,10 @@ pub fn destination(lab: &Lab, sh: &Shape, state: &Path, dir: &Path) -> Result<Ou
         if let Ok(mut q) = Qmp::connect(&dir.join("dst.qmp"), Duration::from_millis(200)) {
             if let Ok(st) = q.execute("query-migrate", json!({})) {
                 if st.get("status").and_then(|s| s.as_str()) == Some("completed") {
+                    let plugged: u64 = sh.devices.iter().map(|d| d.requested).sum();
+                    if sh.dest_quota >= plugged + (128 << 20) && sh.devices[0].requested < sh.devices[0].region {
+                        grow_after_restore(&mut q, sh)?;
+                    }
                     let _ = q.execute("quit", json!({}));
                     let _ = child.wait();
                     let mut err = String::new();
