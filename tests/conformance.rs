@@ -124,3 +124,25 @@ fn two_devices_with_larger_blocks_match_the_model() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+#[test]
+fn hugetlbfs_destinations_match_the_model() {
+    let Some(lab) = lab_or_skip() else { return };
+    let rows = ["prealloc-short", "noprealloc-short", "prealloc-enough"].map(|r| common::scenario(&format!("conformance/hugetlbfs-{r}.toml")));
+    let first = build(&load(&rows[0]).unwrap()).unwrap();
+    let work = workdir().unwrap();
+    let (state, _) = source_state(&lab, &shape(&first).unwrap(), work.path()).unwrap_or_else(|e| panic!("source: {e}"));
+    let mut failures = Vec::new();
+    for row in rows {
+        let b = build(&load(&row).unwrap()).unwrap();
+        let sh = shape(&b).unwrap();
+        let model = model_outcome(&b);
+        let qemu = destination(&lab, &sh, &state, work.path()).unwrap_or_else(|e| panic!("{}: {e}", row.display()));
+        eprintln!("{}: QEMU {}, model {}", row.display(), qemu.class(), model.class());
+        let diffs = compare(&model, &qemu);
+        if !diffs.is_empty() {
+            failures.push(format!("{}: {}", row.display(), diffs.join("; ")));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

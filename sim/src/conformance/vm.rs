@@ -12,7 +12,7 @@ use vmemsim_model::Outcome;
 
 use super::qmp::Qmp;
 use crate::build::Built;
-use crate::real::mounts::{Mount, TempDir};
+use crate::real::mounts::{HugePool, Mount, TempDir};
 
 /// The provisioned lab: kernel, initramfs (scripts/qemu-lab).
 #[derive(Clone, Debug)]
@@ -49,6 +49,9 @@ pub struct Shape {
     pub main_ram: u64,
     pub devices: Vec<DeviceShape>,
     pub dest_quota: u64,
+    /// The destination's files live on a hugetlbfs mount (2 MiB pages, `reserve=off`) instead
+    /// of tmpfs; the source always uses tmpfs (real-qemu.md: both gave identical outcomes).
+    pub dest_hugetlb: bool,
 }
 
 /// Whether a built scenario runs on a real QEMU here; `Err` says why not.
@@ -56,9 +59,15 @@ pub fn shape(b: &Built) -> Result<Shape, String> {
     if b.plan.is_postcopy() || !b.plan.hints.is_empty() || !b.actions.is_empty() || !b.drains.is_empty() {
         return Err("the QEMU harness runs precopy file migrations without simulated events".into());
     }
-    if b.destination.backend.kind != vmemsim_model::BackendKind::TmpfsFile {
-        return Err("the QEMU harness runs tmpfs-file backends".into());
+    use vmemsim_model::BackendKind;
+    if b.source.backend.kind != BackendKind::TmpfsFile {
+        return Err("the QEMU harness runs the source on tmpfs-file".into());
     }
+    let dest_hugetlb = match (b.destination.backend.kind, b.destination.backend.page_size) {
+        (BackendKind::TmpfsFile, _) => false,
+        (BackendKind::Hugetlbfs, p) if p == vmemsim_model::Bytes::mib(2) => true,
+        (k, p) => return Err(format!("the QEMU harness runs destinations on tmpfs-file or 2 MiB hugetlbfs, not {} with {p} pages", k.name())),
+    };
     let cap = b.destination.backend.capacity.limit().ok_or("the destination needs a tmpfs quota")?;
     let mut devices = Vec::new();
     for (s, d) in b.source.devices.iter().zip(&b.destination.devices) {
@@ -77,6 +86,7 @@ pub fn shape(b: &Built) -> Result<Shape, String> {
         main_ram: b.source.blocks.iter().find(|x| x.device.is_none()).map_or(0, |x| x.len.0),
         devices,
         dest_quota: cap.0,
+        dest_hugetlb,
     })
 }
 
@@ -87,7 +97,10 @@ fn qemu(lab: &Lab, sh: &Shape, mem_dir: &Path, dest: bool, dir: &Path, name: &st
     c.args(["-m", &format!("{}M,maxmem={}M", sh.main_ram >> 20, (sh.main_ram + regions + (1 << 30)) >> 20)]);
     for (i, d) in sh.devices.iter().enumerate() {
         let prealloc = dest && d.dest_prealloc;
-        c.args(["-object", &format!("memory-backend-file,id=mem{i},mem-path={}/vmem{i},size={}M,share=on", mem_dir.display(), d.region >> 20)]);
+        // Without reserve=off a shared hugetlbfs mapping reserves all its pages at start-up
+        // (real-qemu.md: "unable to map backing store for guest RAM").
+        let reserve = if dest && sh.dest_hugetlb { ",reserve=off" } else { "" };
+        c.args(["-object", &format!("memory-backend-file,id=mem{i},mem-path={}/vmem{i},size={}M,share=on{reserve}", mem_dir.display(), d.region >> 20)]);
         c.args([
             "-device",
             &format!(
@@ -173,7 +186,14 @@ fn grow_after_restore(q: &mut Qmp, sh: &Shape) -> Result<(), String> {
 /// Restores the state file on a destination with the scenario's prealloc and tmpfs quota.
 /// A completed restore with 128 MiB to spare is also grown (see `grow_after_restore`).
 pub fn destination(lab: &Lab, sh: &Shape, state: &Path, dir: &Path) -> Result<Outcome, String> {
-    let mount = Mount::new("tmpfs", Some(sh.dest_quota), None).map_err(|e| format!("mount: {e}"))?;
+    // Huge pages behind the hugetlbfs quota (the pool is grown only as needed, and restored).
+    let _pool = if sh.dest_hugetlb { Some(HugePool::ensure_free(sh.dest_quota.div_ceil(2 << 20)).map_err(|e| format!("huge pages: {e}"))?) } else { None };
+    let mount = if sh.dest_hugetlb {
+        Mount::new("hugetlbfs", Some(sh.dest_quota), Some(2 << 20))
+    } else {
+        Mount::new("tmpfs", Some(sh.dest_quota), None)
+    }
+    .map_err(|e| format!("mount: {e}"))?;
     let mut child = qemu(lab, sh, mount.path(), true, dir, "dst", Some(state))?;
     let start = Instant::now();
     let outcome = loop {
