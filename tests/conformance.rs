@@ -146,3 +146,23 @@ fn hugetlbfs_destinations_match_the_model() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+#[test]
+fn live_and_postcopy_migrations_match_the_model() {
+    let Some(lab) = lab_or_skip() else { return };
+    let mut failures = Vec::new();
+    for (row, postcopy) in [("conformance/postcopy-short.toml", true), ("conformance/postcopy-enough.toml", true), ("real-qemu/new-prealloc-short.toml", false)] {
+        let b = build(&load(&common::scenario(row)).unwrap()).unwrap();
+        let sh = shape(&b).unwrap();
+        let model = model_outcome(&b);
+        let work = workdir().unwrap();
+        let t = Instant::now();
+        let qemu = vmemsim_sim::conformance::vm::live(&lab, &sh, postcopy, work.path()).unwrap_or_else(|e| panic!("{row}: {e}"));
+        eprintln!("{row} (live, postcopy={postcopy}): QEMU {} in {:.1} s, model {}", qemu.class(), t.elapsed().as_secs_f64(), model.class());
+        let diffs = compare(&model, &qemu);
+        if !diffs.is_empty() {
+            failures.push(format!("{row}: {}", diffs.join("; ")));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

@@ -56,8 +56,8 @@ pub struct Shape {
 
 /// Whether a built scenario runs on a real QEMU here; `Err` says why not.
 pub fn shape(b: &Built) -> Result<Shape, String> {
-    if b.plan.is_postcopy() || !b.plan.hints.is_empty() || !b.actions.is_empty() || !b.drains.is_empty() {
-        return Err("the QEMU harness runs precopy file migrations without simulated events".into());
+    if !b.plan.hints.is_empty() || !b.actions.is_empty() || !b.drains.is_empty() {
+        return Err("the QEMU harness runs migrations without simulated events".into());
     }
     use vmemsim_model::BackendKind;
     if b.source.backend.kind != BackendKind::TmpfsFile {
@@ -117,7 +117,11 @@ fn qemu(lab: &Lab, sh: &Shape, mem_dir: &Path, dest: bool, dir: &Path, name: &st
     c.arg("-serial").arg(format!("file:{}", dir.join(format!("{name}.serial")).display()));
     c.arg("-qmp").arg(format!("unix:{},server=on,wait=off", dir.join(format!("{name}.qmp")).display()));
     if let Some(state) = incoming {
-        c.arg("-incoming").arg(format!("file:{}", state.display()));
+        if state == Path::new("defer") {
+            c.args(["-incoming", "defer"]);
+        } else {
+            c.arg("-incoming").arg(format!("file:{}", state.display()));
+        }
     }
     c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
     c.spawn().map_err(|e| format!("qemu-system-x86_64: {e}"))
@@ -255,4 +259,78 @@ pub fn compare(model: &Outcome, qemu: &Outcome) -> Vec<String> {
 /// A private work folder for one run.
 pub fn workdir() -> Result<TempDir, String> {
     TempDir::new("qemu").map_err(|e| e.to_string())
+}
+
+/// A live migration between two QEMUs over a Unix socket, precopy or postcopy
+/// (`postcopy-ram` on both sides, `migrate-start-postcopy` right after `migrate`): boots a fresh
+/// source, starts the destination with `-incoming defer`, and returns the destination's outcome.
+pub fn live(lab: &Lab, sh: &Shape, postcopy: bool, dir: &Path) -> Result<Outcome, String> {
+    let plugged: u64 = sh.devices.iter().map(|d| d.requested).sum();
+    let src_mount = Mount::new("tmpfs", Some(plugged + (64 << 20)), None).map_err(|e| format!("mount: {e}"))?;
+    let mut src = qemu(lab, sh, src_mount.path(), false, dir, "lsrc", None)?;
+    let _pool = if sh.dest_hugetlb { Some(HugePool::ensure_free(sh.dest_quota.div_ceil(2 << 20)).map_err(|e| format!("huge pages: {e}"))?) } else { None };
+    let dst_mount = if sh.dest_hugetlb { Mount::new("hugetlbfs", Some(sh.dest_quota), Some(2 << 20)) } else { Mount::new("tmpfs", Some(sh.dest_quota), None) }
+        .map_err(|e| format!("mount: {e}"))?;
+    let defer = PathBuf::from("defer");
+    let mut dst = qemu(lab, sh, dst_mount.path(), true, dir, "ldst", Some(&defer))?;
+    let result = (|| {
+        let start = Instant::now();
+        let mut qs = Qmp::connect(&dir.join("lsrc.qmp"), Duration::from_secs(20))?;
+        for (i, d) in sh.devices.iter().enumerate() {
+            while qs.execute("qom-get", json!({"path": format!("vmem{i}"), "property": "size"}))?.as_u64() != Some(d.requested) {
+                if start.elapsed() > Duration::from_secs(120) {
+                    return Err("the guest did not plug the requested size in 120 s".into());
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+        let mut qd = Qmp::connect(&dir.join("ldst.qmp"), Duration::from_secs(20))?;
+        let caps = json!({"capabilities": [{"capability": "postcopy-ram", "state": postcopy}]});
+        qs.execute("migrate-set-capabilities", caps.clone())?;
+        qd.execute("migrate-set-capabilities", caps)?;
+        let sock = dir.join("migrate.sock");
+        let uri = format!("unix:{}", sock.display());
+        qd.execute("migrate-incoming", json!({"uri": uri}))?;
+        qs.execute("migrate", json!({"uri": uri}))?;
+        if postcopy {
+            qs.execute("migrate-start-postcopy", json!({}))?;
+        }
+        // Wait for the destination to exit or to complete.
+        let outcome = loop {
+            if let Some(status) = dst.try_wait().map_err(|e| e.to_string())? {
+                let mut err = String::new();
+                if let Some(mut e) = dst.stderr.take() {
+                    let _ = std::io::Read::read_to_string(&mut e, &mut err);
+                }
+                let lines: Vec<String> = err.lines().filter_map(|l| l.strip_prefix("qemu-system-x86_64: ")).map(str::to_string).collect();
+                break if status.signal() == Some(libc::SIGBUS) {
+                    Outcome::Crashed { stage: Stage::RamLoad, site: vmemsim_model::migration::outcome::FaultSite { block: String::new(), offset: vmemsim_model::Bytes(0) }, lines }
+                } else {
+                    Outcome::Failed { stage: Stage::Startup, lines }
+                };
+            }
+            let st = qd.execute("query-migrate", json!({})).unwrap_or_default();
+            if st.get("status").and_then(|s| s.as_str()) == Some("completed") {
+                let _ = qd.execute("quit", json!({}));
+                let _ = dst.wait();
+                let mut err = String::new();
+                if let Some(mut e) = dst.stderr.take() {
+                    let _ = std::io::Read::read_to_string(&mut e, &mut err);
+                }
+                let lines = err.lines().filter_map(|l| l.strip_prefix("qemu-system-x86_64: ")).map(str::to_string).collect();
+                break Outcome::Completed { lines };
+            }
+            if start.elapsed() > Duration::from_secs(180) {
+                return Err("the live migration did not end in 180 s".into());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let _ = qs.execute("quit", json!({}));
+        Ok(outcome)
+    })();
+    let _ = src.kill();
+    let _ = src.wait();
+    let _ = dst.kill();
+    let _ = dst.wait();
+    result
 }
