@@ -95,6 +95,24 @@ fn real_qemu_table_matches_the_model() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// Restores `state` on the destination of each scenario and compares QEMU's outcome with the
+/// model's; returns the differences.
+fn restore_rows(lab: &Lab, rows: &[std::path::PathBuf], state: &Path, work: &Path) -> Vec<String> {
+    let mut failures = Vec::new();
+    for row in rows {
+        let b = build(&load(row).unwrap()).unwrap();
+        let sh = shape(&b).unwrap();
+        let model = model_outcome(&b);
+        let qemu = destination(lab, &sh, state, work).unwrap_or_else(|e| panic!("{}: {e}", row.display()));
+        eprintln!("{}: QEMU {}, model {}", row.display(), qemu.class(), model.class());
+        let diffs = compare(&model, &qemu);
+        if !diffs.is_empty() {
+            failures.push(format!("{}: {}", row.display(), diffs.join("; ")));
+        }
+    }
+    failures
+}
+
 #[test]
 fn two_devices_with_larger_blocks_match_the_model() {
     let Some(lab) = lab_or_skip() else { return };
@@ -110,18 +128,7 @@ fn two_devices_with_larger_blocks_match_the_model() {
     }).collect();
     assert_eq!(early.len(), 2, "{early:?}");
     assert_eq!(early[0].1, vmemsim_model::Bytes::mib(4));
-    let mut failures = Vec::new();
-    for row in rows {
-        let b = build(&load(&row).unwrap()).unwrap();
-        let sh = shape(&b).unwrap();
-        let model = model_outcome(&b);
-        let qemu = destination(&lab, &sh, &state, work.path()).unwrap_or_else(|e| panic!("{}: {e}", row.display()));
-        eprintln!("{}: QEMU {}, model {}", row.display(), qemu.class(), model.class());
-        let diffs = compare(&model, &qemu);
-        if !diffs.is_empty() {
-            failures.push(format!("{}: {}", row.display(), diffs.join("; ")));
-        }
-    }
+    let failures = restore_rows(&lab, &rows, &state, work.path());
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
@@ -132,18 +139,7 @@ fn hugetlbfs_destinations_match_the_model() {
     let first = build(&load(&rows[0]).unwrap()).unwrap();
     let work = workdir().unwrap();
     let (state, _) = source_state(&lab, &shape(&first).unwrap(), work.path()).unwrap_or_else(|e| panic!("source: {e}"));
-    let mut failures = Vec::new();
-    for row in rows {
-        let b = build(&load(&row).unwrap()).unwrap();
-        let sh = shape(&b).unwrap();
-        let model = model_outcome(&b);
-        let qemu = destination(&lab, &sh, &state, work.path()).unwrap_or_else(|e| panic!("{}: {e}", row.display()));
-        eprintln!("{}: QEMU {}, model {}", row.display(), qemu.class(), model.class());
-        let diffs = compare(&model, &qemu);
-        if !diffs.is_empty() {
-            failures.push(format!("{}: {}", row.display(), diffs.join("; ")));
-        }
-    }
+    let failures = restore_rows(&lab, &rows, &state, work.path());
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 

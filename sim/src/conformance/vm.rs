@@ -167,6 +167,26 @@ pub fn source_state(lab: &Lab, sh: &Shape, dir: &Path) -> Result<(PathBuf, f64),
     result.map(|s| (s, start.elapsed().as_secs_f64()))
 }
 
+/// QEMU's stderr lines of an ended process, without the `qemu-system-x86_64: ` prefix.
+fn stderr_lines(child: &mut Child) -> Vec<String> {
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut e, &mut err);
+    }
+    err.lines().filter_map(|l| l.strip_prefix("qemu-system-x86_64: ")).map(str::to_string).collect()
+}
+
+/// The outcome of a destination that exited: killed by SIGBUS, or failed (exit status 1). QEMU
+/// names no fault site, so the site is left empty.
+fn exited(status: std::process::ExitStatus, child: &mut Child) -> Outcome {
+    let lines = stderr_lines(child);
+    if status.signal() == Some(libc::SIGBUS) {
+        Outcome::Crashed { stage: Stage::RamLoad, site: vmemsim_model::migration::outcome::FaultSite { block: String::new(), offset: vmemsim_model::Bytes(0) }, lines }
+    } else {
+        Outcome::Failed { stage: Stage::Startup, lines }
+    }
+}
+
 /// After a completed restore with room to spare: `cont`, grow the first device by 128 MiB and
 /// wait until the guest plugged it — the restored guest sees the device.
 fn grow_after_restore(q: &mut Qmp, sh: &Shape) -> Result<(), String> {
@@ -202,16 +222,7 @@ pub fn destination(lab: &Lab, sh: &Shape, state: &Path, dir: &Path) -> Result<Ou
     let start = Instant::now();
     let outcome = loop {
         if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
-            let mut err = String::new();
-            if let Some(mut e) = child.stderr.take() {
-                let _ = std::io::Read::read_to_string(&mut e, &mut err);
-            }
-            let lines: Vec<String> = err.lines().filter_map(|l| l.strip_prefix("qemu-system-x86_64: ")).map(str::to_string).collect();
-            break if status.signal() == Some(libc::SIGBUS) {
-                Outcome::Crashed { stage: Stage::RamLoad, site: vmemsim_model::migration::outcome::FaultSite { block: String::new(), offset: vmemsim_model::Bytes(0) }, lines }
-            } else {
-                Outcome::Failed { stage: Stage::Startup, lines }
-            };
+            break exited(status, &mut child);
         }
         // Still running: a completed restore leaves QEMU running (or paused) with the state loaded.
         if let Ok(mut q) = Qmp::connect(&dir.join("dst.qmp"), Duration::from_millis(200)) {
@@ -223,12 +234,7 @@ pub fn destination(lab: &Lab, sh: &Shape, state: &Path, dir: &Path) -> Result<Ou
                     }
                     let _ = q.execute("quit", json!({}));
                     let _ = child.wait();
-                    let mut err = String::new();
-                    if let Some(mut e) = child.stderr.take() {
-                        let _ = std::io::Read::read_to_string(&mut e, &mut err);
-                    }
-                    let lines = err.lines().filter_map(|l| l.strip_prefix("qemu-system-x86_64: ")).map(str::to_string).collect();
-                    break Outcome::Completed { lines };
+                    break Outcome::Completed { lines: stderr_lines(&mut child) };
                 }
             }
         }
@@ -298,27 +304,13 @@ pub fn live(lab: &Lab, sh: &Shape, postcopy: bool, dir: &Path) -> Result<Outcome
         // Wait for the destination to exit or to complete.
         let outcome = loop {
             if let Some(status) = dst.try_wait().map_err(|e| e.to_string())? {
-                let mut err = String::new();
-                if let Some(mut e) = dst.stderr.take() {
-                    let _ = std::io::Read::read_to_string(&mut e, &mut err);
-                }
-                let lines: Vec<String> = err.lines().filter_map(|l| l.strip_prefix("qemu-system-x86_64: ")).map(str::to_string).collect();
-                break if status.signal() == Some(libc::SIGBUS) {
-                    Outcome::Crashed { stage: Stage::RamLoad, site: vmemsim_model::migration::outcome::FaultSite { block: String::new(), offset: vmemsim_model::Bytes(0) }, lines }
-                } else {
-                    Outcome::Failed { stage: Stage::Startup, lines }
-                };
+                break exited(status, &mut dst);
             }
             let st = qd.execute("query-migrate", json!({})).unwrap_or_default();
             if st.get("status").and_then(|s| s.as_str()) == Some("completed") {
                 let _ = qd.execute("quit", json!({}));
                 let _ = dst.wait();
-                let mut err = String::new();
-                if let Some(mut e) = dst.stderr.take() {
-                    let _ = std::io::Read::read_to_string(&mut e, &mut err);
-                }
-                let lines = err.lines().filter_map(|l| l.strip_prefix("qemu-system-x86_64: ")).map(str::to_string).collect();
-                break Outcome::Completed { lines };
+                break Outcome::Completed { lines: stderr_lines(&mut dst) };
             }
             if start.elapsed() > Duration::from_secs(180) {
                 return Err("the live migration did not end in 180 s".into());
