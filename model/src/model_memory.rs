@@ -2,7 +2,7 @@
 //! per pool (huge page pool, file-system quota, or unlimited).
 
 use crate::backend::{Backend, BackendKind, Capacity, DiscardMethod};
-use crate::host::{Errno, HostError, HostMemory, HostSetup, PageKind, Pool as PoolKind, RamBlockId, Sigbus};
+use crate::host::{Errno, HostError, HostMemory, PageKind, RamBlockId, Sigbus};
 use crate::ranges::RangeSet;
 use crate::units::Bytes;
 
@@ -44,8 +44,6 @@ pub struct ModelMemory {
     blocks: Vec<Block>,
     /// When set, every discard uses this method instead of QEMU's choice (a variant).
     discard_override: Option<DiscardMethod>,
-    /// The pools `HostSetup` created for main RAM and for the devices.
-    setup_pools: Option<(PoolId, PoolId)>,
 }
 
 impl ModelMemory {
@@ -154,33 +152,6 @@ impl ModelMemory {
             }
         }
         Ok(())
-    }
-}
-
-impl ModelMemory {
-    /// The pools `HostSetup::add_ram_block` draws from: (main RAM, devices). The devices' pool
-    /// takes its capacity from the first device block's backend.
-    pub fn setup_pools(&self) -> Option<(PoolId, PoolId)> {
-        self.setup_pools
-    }
-}
-
-impl HostSetup for ModelMemory {
-    fn add_ram_block(&mut self, name: &str, backend: Backend, len: Bytes, pool: PoolKind) -> RamBlockId {
-        let (main, devices) = match self.setup_pools {
-            Some(p) => p,
-            None => {
-                let main = self.add_pool(Capacity::Unlimited);
-                let devices = self.add_pool(backend.capacity);
-                self.setup_pools = Some((main, devices));
-                (main, devices)
-            }
-        };
-        let pool = match pool {
-            PoolKind::Main => main,
-            PoolKind::Devices => devices,
-        };
-        self.add_block(name, backend, len, pool)
     }
 }
 

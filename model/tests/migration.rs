@@ -217,7 +217,7 @@ fn no_discard_after_prealloc_hits_eexist_when_no_discard_command_covers_the_page
             .into_iter()
             .filter(|i| keep_discards || !matches!(i, Item::RamDiscard { .. }))
             .collect();
-        drive::feed(destination(&s), &items, &plan, |_| {})
+        drive::feed(destination(&s), &items, &plan, |_, _| {})
     };
     assert_eq!(run(Variant::NoDiscardAfterPrealloc, true).class(), OutcomeClass::Completed);
     assert_eq!(run(Variant::Faithful, false).class(), OutcomeClass::Completed);

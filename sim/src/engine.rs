@@ -10,7 +10,7 @@ use vmemsim_model::migration::destination::{Destination, PostcopyState};
 use vmemsim_model::migration::item::Item;
 use vmemsim_model::migration::outcome::Stage;
 use vmemsim_model::migration::source;
-use vmemsim_model::{Bytes, GuestRange, HostMemory, ModelMemory, Outcome, OutcomeClass, Request, Vm};
+use vmemsim_model::{Bytes, HostMemory, ModelMemory, Outcome, OutcomeClass, Request, Vm};
 
 use crate::build::Built;
 use crate::oracle;
@@ -228,20 +228,6 @@ fn check_at_eof(run: &mut Run, dest: &Destination<ModelMemory>, premise_new_prea
     }
 }
 
-/// The guest only touches memory that is plugged where it runs now.
-pub fn plugged_touches<H: HostMemory>(d: &Destination<H>, touches: &[GuestRange]) -> Vec<GuestRange> {
-    touches
-        .iter()
-        .copied()
-        .filter(|t| {
-            let dev = &d.vm().devices[t.device];
-            let bs = dev.block_size().0;
-            let (first, last) = (t.offset.0 / bs, (t.offset.0 + t.len.0 - 1) / bs);
-            dev.bitmap()[first as usize..=last as usize].all()
-        })
-        .collect()
-}
-
 /// Runs a built scenario through the engine.
 pub fn simulate(b: &Built) -> Sim {
     let mut run = Run {
@@ -399,12 +385,12 @@ fn migrate(run: &mut Run, premise: bool) -> Outcome {
         let mut d = dest.take().expect("the destination exists");
         drain(run, &mut d, DrainPoint::End);
         check_at_eof(run, &d, premise);
-        let touches = plugged_touches(&d, &b.plan.touches);
         let hints: &[_] = if b.plan.is_postcopy() { &[] } else { &b.plan.hints };
-        if let Err(outcome) = d.run_guest(&touches, hints) {
-            return outcome;
-        }
-        run.log("guest", format!("runs on the destination, touched {} ranges", touches.len()));
+        let touched = match d.run_guest(&b.plan.touches, hints) {
+            Ok(n) => n,
+            Err(outcome) => return outcome,
+        };
+        run.log("guest", format!("runs on the destination, touched {touched} ranges"));
         let mut holder = Some(d);
         run.run_events(u64::MAX, Guest::Destination, &mut holder, false);
         return holder.take().expect("the destination exists").finish();

@@ -4,7 +4,6 @@
 pub mod build;
 pub mod campaign;
 pub mod conformance;
-pub mod direct;
 pub mod engine;
 pub mod error;
 pub mod found;

@@ -4,7 +4,8 @@
 
 use vmemsim_model::backend::TARGET_PAGE_SIZE;
 use vmemsim_model::ranges::RangeSet;
-use vmemsim_model::{OutcomeClass, Vm};
+use vmemsim_model::config::Realized;
+use vmemsim_model::{OutcomeClass, VmConfig};
 
 use crate::build::Built;
 
@@ -27,19 +28,19 @@ pub fn predict(b: &Built) -> Option<OutcomeClass> {
     if src.machine != dst.machine || src.devices.len() != dst.devices.len() {
         return None;
     }
-    let (dest_vm, _) = Vm::realize(dst).ok()?;
+    let dest = realized(dst)?;
     let mut early = None;
     let mut prealloc = None;
-    for (s, d) in src.devices.iter().zip(&dest_vm.devices) {
-        let same = s.addr() == d.addr()
-            && s.region_size() == d.region_size()
-            && s.block_size() == d.block_size()
-            && s.node() == d.node()
-            && s.config().early_migration == d.config().early_migration;
-        if !same || *early.get_or_insert(d.config().early_migration) != d.config().early_migration {
+    for (s, d) in src.devices.iter().zip(&dest) {
+        let same = s.addr() == d.config.memaddr
+            && s.region_size() == d.config.region_size
+            && s.block_size() == d.block_size
+            && s.node() == d.config.node
+            && s.config().early_migration == d.early_migration;
+        if !same || *early.get_or_insert(d.early_migration) != d.early_migration {
             return None;
         }
-        if *prealloc.get_or_insert(d.prealloc()) != d.prealloc() {
+        if *prealloc.get_or_insert(d.config.prealloc) != d.config.prealloc {
             return None;
         }
     }
@@ -82,9 +83,15 @@ pub fn predict(b: &Built) -> Option<OutcomeClass> {
     })
 }
 
+/// The destination's devices as realize resolves them (defaults filled in), without building
+/// the VM: `None` when QEMU would refuse one.
+fn realized(cfg: &VmConfig) -> Option<Vec<Realized>> {
+    cfg.devices.iter().map(|d| d.realize(&cfg.machine, &cfg.backend, &cfg.facts).ok()).collect()
+}
+
 /// True when the destination preallocates on a new machine by its configuration (not by the
 /// variant): the premise of properties 1 and 2.
 pub fn new_machine_prealloc(b: &Built) -> bool {
-    let Ok((dest_vm, _)) = Vm::realize(&b.destination) else { return false };
-    !dest_vm.devices.is_empty() && dest_vm.devices.iter().all(|d| d.prealloc() && d.config().early_migration)
+    let Some(dest) = realized(&b.destination) else { return false };
+    !dest.is_empty() && dest.iter().all(|d| d.config.prealloc && d.early_migration)
 }

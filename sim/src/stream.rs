@@ -9,11 +9,11 @@ use serde_json::{Map, Value};
 use vmemsim_model::config::HostFacts;
 use vmemsim_model::host::PageKind;
 use vmemsim_model::migration::destination::Destination;
+use vmemsim_model::migration::drive::feed;
 use vmemsim_model::migration::item::{EarlySection, Item};
 use vmemsim_model::wire::decode::{find_vmdesc, Decoder, Event};
 use vmemsim_model::{Backend, BackendKind, Bytes, Capacity, DeviceConfig, MachineType, Outcome, Plan, Variant, Vm, VmConfig};
 
-use crate::direct::run_direct;
 use crate::error::SimError;
 
 /// All events of a stream file (`-`: standard input, spooled to a temporary file first so the
@@ -216,7 +216,7 @@ pub fn preflight(events: &[Event], backend: Backend, prealloc: bool, machine: Op
     }
     items.push(Item::Eof);
     let dest = Destination::new(vm);
-    let outcome = run_direct(dest, &items, &Plan::default(), |_, _| {});
+    let outcome = feed(dest, &items, &Plan::default(), |_, _| {});
     let available = backend.capacity.limit();
     let mut report = format!("destination: machine {machine}, {} memory, capacity {}\n", backend.kind.name(), available.map_or("unlimited".into(), |c| c.to_string()));
     report += &format!("plugged virtio-mem memory in the stream: {}\n", Bytes(needed));

@@ -461,11 +461,22 @@ impl<H: HostMemory> Destination<H> {
         Ok(())
     }
 
-    /// After EOF: the guest runs on the destination and writes `touches`. A write to a page
-    /// that cannot be populated is a SIGBUS at run time.
-    pub fn run_guest(&mut self, touches: &[GuestRange], hinted: &[GuestRange]) -> Result<(), Outcome> {
+    /// After EOF: the guest runs on the destination and writes those of `touches` that lie in
+    /// memory plugged here now (the guest only uses plugged memory). A write to a page that
+    /// cannot be populated is a SIGBUS at run time. Returns how many ranges it wrote.
+    pub fn run_guest(&mut self, touches: &[GuestRange], hinted: &[GuestRange]) -> Result<usize, Outcome> {
         assert!(self.eof, "the guest runs after the stream ended");
-        for t in touches {
+        let plugged: Vec<GuestRange> = touches
+            .iter()
+            .copied()
+            .filter(|t| {
+                let dev = &self.vm.devices[t.device];
+                let bs = dev.block_size().0;
+                let (first, last) = (t.offset.0 / bs, (t.offset.0 + t.len.0 - 1) / bs);
+                dev.bitmap()[first as usize..=last as usize].all()
+            })
+            .collect();
+        for t in &plugged {
             let dev = &self.vm.devices[t.device];
             let rb = dev.ram_block();
             let name = self.vm.device_block(t.device).name.clone();
@@ -486,7 +497,7 @@ impl<H: HostMemory> Destination<H> {
                 });
             }
         }
-        Ok(())
+        Ok(plugged.len())
     }
 
     /// The migration completed and the guest ran: the outcome, with the lines QEMU printed.

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use vmemsim_model::backend::DiscardMethod;
 use vmemsim_model::migration::destination::{Destination, PostcopyState};
+use vmemsim_model::migration::drive::{feed, Step};
 use vmemsim_model::migration::item::Item;
 use vmemsim_model::migration::outcome::{Outcome, Stage};
 use vmemsim_model::migration::source;
@@ -14,7 +15,6 @@ use vmemsim_model::{Variant, Vm};
 
 use super::memory::{Places, RealMemory};
 use crate::build::build;
-use crate::direct::{run_direct, Step};
 use crate::load::parse;
 
 /// One protocol line to the parent, flushed at once (the process may die right after).
@@ -114,7 +114,7 @@ pub fn destination_main(places: Places) -> i32 {
         emit(&format!("line {l}"));
     }
     let items = source::stream(&built.source, &built.plan);
-    let outcome = run_direct(Destination::new(vm), &items, &built.plan, |step, dest| match step {
+    let outcome = feed(Destination::new(vm), &items, &built.plan, |step, dest| match step {
         Step::Item(item) => emit(&format!("step {}", stage_of(item, dest))),
         Step::Guest => {
             for l in dest.lines() {

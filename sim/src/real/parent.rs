@@ -9,6 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use vmemsim_model::migration::destination::Destination;
+use vmemsim_model::migration::drive::feed;
 use vmemsim_model::migration::outcome::{FaultSite, Outcome, Stage};
 use vmemsim_model::migration::source;
 use vmemsim_model::{BackendKind, Bytes, OutcomeClass, Vm};
@@ -16,7 +17,6 @@ use vmemsim_model::{BackendKind, Bytes, OutcomeClass, Vm};
 use super::memory::Places;
 use super::mounts::{is_root, HugePool, Mount, TempDir};
 use crate::build::Built;
-use crate::direct::run_direct;
 use crate::error::SimError;
 
 /// The most a real run may populate (the machine has 24 GiB).
@@ -110,7 +110,7 @@ pub fn fits_within(b: &Built, budget: u64) -> Result<Needs, String> {
 pub fn model_outcome(b: &Built) -> Outcome {
     match Vm::realize(&b.destination) {
         Err(e) => Outcome::Failed { stage: Stage::Startup, lines: vec![e.to_string()] },
-        Ok((vm, _)) => run_direct(Destination::new(vm), &source::stream(&b.source, &b.plan), &b.plan, |_, _| {}),
+        Ok((vm, _)) => feed(Destination::new(vm), &source::stream(&b.source, &b.plan), &b.plan, |_, _| {}),
     }
 }
 
