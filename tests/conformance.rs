@@ -64,7 +64,7 @@ fn real_qemu_table_matches_the_model() {
         match (machine, early) {
             ("new", Some(st)) => {
                 assert_eq!(st.size, requested, "the early section's size is QEMU's qom-get size");
-                assert_eq!(st.bitmap.count_ones() as u64 * st.sanity.block_size.0, st.size.0);
+                assert_eq!(st.plug.plugged_blocks().0 * st.sanity.block_size.0, st.size.0);
             }
             ("old", None) => {}
             (m, e) => panic!("{m} machine: early section {e:?}"),

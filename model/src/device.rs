@@ -1,24 +1,23 @@
 //! The virtio-mem device's dynamic state (plug bitmap, plugged, requested and usable size) and
 //! its answers to the guest's requests, in QEMU's check order (hw/virtio/virtio-mem.c).
 
-use bitvec::prelude::{BitVec, Lsb0};
+use std::sync::Arc;
 
 use crate::config::{Realized, USABLE_EXTENT};
 use crate::error::ModelError;
 use crate::host::{HostMemory, RamBlockId};
+use crate::plug_map::{BlockRun, PlugMap};
 use crate::request::{BlockState, Request, Response};
 use crate::units::{BlockCount, BlockIndex, Bytes, Gpa};
 use crate::variant::Variant;
-
-/// The bitmap type: bit set = block plugged, as in `VirtIOMEM.bitmap`.
-pub type Bitmap = BitVec<u64, Lsb0>;
 
 /// One virtio-mem device of one QEMU process.
 #[derive(Clone, Debug)]
 pub struct VirtioMem {
     realized: Realized,
     ram_block: RamBlockId,
-    bitmap: Bitmap,
+    /// `VirtIOMEM.bitmap`, shared copy-on-write with the streams that carry it.
+    plug: Arc<PlugMap>,
     size: Bytes,
     requested_size: Bytes,
     usable_region_size: Bytes,
@@ -28,25 +27,17 @@ pub struct VirtioMem {
     variant: Variant,
 }
 
-/// A maximal run of blocks in one state.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
-pub struct BlockRun {
-    pub first: BlockIndex,
-    pub count: BlockCount,
-}
-
 impl VirtioMem {
     /// A freshly realized device: nothing plugged (`bitmap_new`), usable region from the
     /// requested size (`virtio_mem_resize_usable_region(.., true)` in realize).
     pub fn new(realized: Realized, ram_block: RamBlockId, variant: Variant) -> VirtioMem {
-        let nblocks = realized.config.region_size.blocks(realized.block_size).0;
-        let nblocks = usize::try_from(nblocks).expect("realize bounds the bitmap to i32");
+        let nblocks = realized.config.region_size.blocks(realized.block_size);
         let requested = realized.config.requested_size;
-        let bitmap = BitVec::repeat(false, nblocks);
+        let plug = Arc::new(PlugMap::new(nblocks));
         let mut dev = VirtioMem {
             realized,
             ram_block,
-            bitmap,
+            plug,
             size: Bytes::ZERO,
             requested_size: requested,
             usable_region_size: Bytes::ZERO,
@@ -94,8 +85,9 @@ impl VirtioMem {
     pub fn usable_region_size(&self) -> Bytes {
         self.usable_region_size
     }
-    pub fn bitmap(&self) -> &Bitmap {
-        &self.bitmap
+    /// The plug state (`VirtIOMEM.bitmap`).
+    pub fn plug_map(&self) -> &Arc<PlugMap> {
+        &self.plug
     }
     pub fn config(&self) -> &Realized {
         &self.realized
@@ -109,7 +101,7 @@ impl VirtioMem {
             self.block_size(),
             self.requested_size(),
             self.size(),
-            self.plugged_runs().len(),
+            self.plug.plugged_runs().count(),
             self.prealloc(),
             self.early_migration()
         )
@@ -132,12 +124,12 @@ impl VirtioMem {
 
     /// Maximal runs of plugged blocks (`virtio_mem_for_each_plugged_range`).
     pub fn plugged_runs(&self) -> Vec<BlockRun> {
-        runs(&self.bitmap, true)
+        self.plug.plugged_runs().collect()
     }
 
     /// Maximal runs of unplugged blocks (`virtio_mem_for_each_unplugged_range`).
     pub fn unplugged_runs(&self) -> Vec<BlockRun> {
-        runs(&self.bitmap, false)
+        self.plug.unplugged_runs()
     }
 
     /// The byte range of a run within the RAM block.
@@ -148,15 +140,15 @@ impl VirtioMem {
 
     /// The invariant QEMU maintains but never checks: plugged size == popcount × block size.
     pub fn check_invariant(&self) -> Result<(), String> {
-        let want = BlockCount(self.bitmap.count_ones() as u64).bytes(self.block_size());
+        let want = self.plug.plugged_blocks().bytes(self.block_size());
         if want == Some(self.size) {
             Ok(())
         } else {
             Err(format!(
-                "{}: plugged size {} but {} blocks of {} are set in the bitmap",
+                "{}: plugged size {} but {} of {} are set in the bitmap",
                 self.id(),
                 self.size,
-                self.bitmap.count_ones(),
+                self.plug.plugged_blocks(),
                 self.block_size()
             ))
         }
@@ -197,21 +189,23 @@ impl VirtioMem {
         gpa >= self.addr() && gpa < usable_end && end <= usable_end
     }
 
-    fn block_span(&self, gpa: Gpa, size: Bytes) -> std::ops::Range<usize> {
+    fn block_span(&self, gpa: Gpa, size: Bytes) -> BlockRun {
         let bs = self.block_size();
-        let first = gpa.offset_from(self.addr()).expect("valid range").blocks(bs).0 as usize;
-        first..first + size.blocks(bs).0 as usize
+        BlockRun { first: BlockIndex(gpa.offset_from(self.addr()).expect("valid range").blocks(bs).0), count: size.blocks(bs) }
     }
 
     /// `virtio_mem_is_range_plugged` / `virtio_mem_is_range_unplugged`.
     fn range_all(&self, gpa: Gpa, size: Bytes, plugged: bool) -> bool {
-        let span = self.block_span(gpa, size);
-        let bits = &self.bitmap[span];
-        if plugged {
-            bits.all()
-        } else {
-            bits.not_any()
-        }
+        self.plug.all(self.block_span(gpa, size), plugged)
+    }
+
+    /// True if every block that `[offset, offset + len)` of the region touches is plugged (a
+    /// guest only uses plugged memory). The range must be non-empty and inside the region.
+    pub fn bytes_plugged(&self, offset: Bytes, len: Bytes) -> bool {
+        let bs = self.block_size().0;
+        let end = offset.checked_add(len).filter(|e| !len.is_zero() && *e <= self.region_size()).expect("a non-empty range inside the region");
+        let (first, last) = (offset.0 / bs, (end.0 - 1) / bs);
+        self.plug.all(BlockRun { first: BlockIndex(first), count: BlockCount(last - first + 1) }, true)
     }
 
     /// `virtio_mem_handle_request`: one request, one response. `busy` is
@@ -267,7 +261,7 @@ impl VirtioMem {
         let span = self.block_span(gpa, size);
         if !plug {
             host.discard(self.ram_block, offset, size).map_err(|_| ())?;
-            self.bitmap[span].fill(false);
+            Arc::make_mut(&mut self.plug).set(span, false);
             return Ok(());
         }
         if self.prealloc() {
@@ -278,14 +272,14 @@ impl VirtioMem {
                 }
                 if self.variant == Variant::NoRollback {
                     // The bitmap is updated before the failing step and nothing is undone.
-                    self.bitmap[span].fill(true);
+                    Arc::make_mut(&mut self.plug).set(span, true);
                     return Err(());
                 }
                 let _ = host.discard(self.ram_block, offset, size);
                 return Err(());
             }
         }
-        self.bitmap[span].fill(true);
+        Arc::make_mut(&mut self.plug).set(span, true);
         Ok(())
     }
 
@@ -297,7 +291,7 @@ impl VirtioMem {
                 return Err(());
             }
             host.discard(self.ram_block, Bytes::ZERO, self.region_size()).map_err(|_| ())?;
-            self.bitmap.fill(false);
+            Arc::make_mut(&mut self.plug).clear();
             self.size = Bytes::ZERO;
         }
         self.resize_usable_region(self.requested_size, true);
@@ -348,9 +342,9 @@ impl VirtioMem {
     /// Installs a migrated bitmap and plugged size (the early section's fields, or the late
     /// section's on old machines). The destination's bitmap has its own length; the sanity
     /// checks that run first guarantee the lengths agree.
-    pub fn load_plug_state(&mut self, size: Bytes, bitmap: &Bitmap) {
-        assert_eq!(bitmap.len(), self.bitmap.len(), "sanity checks run before the bitmap is loaded");
-        self.bitmap.clone_from(bitmap);
+    pub fn load_plug_state(&mut self, size: Bytes, plug: &Arc<PlugMap>) {
+        assert_eq!(plug.len(), self.plug.len(), "sanity checks run before the bitmap is loaded");
+        self.plug = Arc::clone(plug);
         self.size = size;
     }
 
@@ -358,110 +352,5 @@ impl VirtioMem {
     pub fn load_sizes(&mut self, usable_region_size: Bytes, requested_size: Bytes) {
         self.usable_region_size = usable_region_size;
         self.requested_size = requested_size;
-    }
-}
-
-/// Maximal runs of plugged blocks of any bitmap (e.g. one decoded from a stream).
-pub fn plugged_runs_of(bits: &Bitmap) -> Vec<BlockRun> {
-    runs(bits, true)
-}
-
-/// Maximal runs of bits equal to `value`, found a 64-bit word at a time: words that are all
-/// the other value are skipped whole, so sparse bitmaps scan at memory speed.
-fn runs(bits: &Bitmap, value: bool) -> Vec<BlockRun> {
-    let words = bits.as_raw_slice();
-    let len = bits.len();
-    let skip = if value { 0u64 } else { u64::MAX };
-    let mut out: Vec<BlockRun> = Vec::new();
-    let mut start: Option<usize> = None;
-    for (wi, &raw) in words.iter().enumerate() {
-        let base = wi * 64;
-        if base >= len {
-            break;
-        }
-        if raw == skip && start.is_none() {
-            continue;
-        }
-        if raw == !skip && start.is_some() {
-            continue;
-        }
-        let w = if value { raw } else { !raw };
-        let end = (len - base).min(64);
-        let mut i = 0;
-        while i < end {
-            let rest = if i == 0 { w } else { w >> i };
-            match start {
-                None => {
-                    if rest == 0 {
-                        break;
-                    }
-                    i += rest.trailing_zeros() as usize;
-                    if i >= end {
-                        break;
-                    }
-                    start = Some(base + i);
-                }
-                Some(s) => {
-                    let ones = (!rest).trailing_zeros() as usize;
-                    if i + ones >= 64 {
-                        break;
-                    }
-                    i += ones;
-                    if i >= end {
-                        break;
-                    }
-                    out.push(BlockRun { first: BlockIndex(s as u64), count: BlockCount((base + i - s) as u64) });
-                    start = None;
-                }
-            }
-        }
-    }
-    if let Some(s) = start {
-        out.push(BlockRun { first: BlockIndex(s as u64), count: BlockCount((len - s) as u64) });
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The word-wise scan against a bit-by-bit one, on patterns that cross word edges.
-    #[test]
-    fn runs_match_a_bit_by_bit_scan() {
-        let slow = |bits: &Bitmap, value: bool| {
-            let mut out = Vec::new();
-            let mut i = 0;
-            while i < bits.len() {
-                if bits[i] == value {
-                    let s = i;
-                    while i < bits.len() && bits[i] == value {
-                        i += 1;
-                    }
-                    out.push(BlockRun { first: BlockIndex(s as u64), count: BlockCount((i - s) as u64) });
-                } else {
-                    i += 1;
-                }
-            }
-            out
-        };
-        let mut x: u64 = 88172645463325252;
-        for len in [0usize, 1, 63, 64, 65, 127, 128, 129, 300, 1000] {
-            for density in [0u64, 1, 2, 8, 64] {
-                let mut bits: Bitmap = BitVec::repeat(false, len);
-                for i in 0..len {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    // Long runs: flip with probability 1/density.
-                    let flip = density != 0 && x % density == 0;
-                    let prev = i > 0 && bits[i - 1];
-                    bits.set(i, if density == 64 { true } else { prev ^ flip });
-                }
-                for value in [true, false] {
-                    assert_eq!(runs(&bits, value), slow(&bits, value), "len {len} density {density} value {value}");
-                }
-            }
-        }
     }
 }

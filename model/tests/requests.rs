@@ -159,7 +159,8 @@ fn unplug_all_paths() {
     assert_eq!(v.devices[0].size(), Bytes::mib(16));
     assert_eq!(v.request(0, Request::UnplugAll, false), Response::Ack);
     assert_eq!(v.devices[0].size(), Bytes::ZERO);
-    assert!(v.devices[0].bitmap().not_any());
+    assert!(v.devices[0].plug_map().none_plugged());
+    assert_eq!(v.devices[0].unplugged_runs().len(), 1);
 }
 
 #[test]
@@ -225,17 +226,17 @@ proptest! {
     fn request_sequences_keep_the_invariants(reqs in proptest::collection::vec(any_request(), 1..60)) {
         let mut v = vm_with(BackendKind::Hugetlbfs, Capacity::Limited(Bytes::mib(200)), Bytes::mib(256), true, Variant::Faithful);
         for (req, busy) in reqs {
-            let before = v.devices[0].bitmap().clone();
+            let before = std::sync::Arc::clone(v.devices[0].plug_map());
             let resp = v.request(0, req, busy);
             let d = &v.devices[0];
             prop_assert!(d.check_invariant().is_ok());
             prop_assert!(d.size() <= d.requested_size());
-            if busy && !matches!(req, Request::State { .. }) && !(req == Request::UnplugAll && before.not_any()) {
+            if busy && !matches!(req, Request::State { .. }) && !(req == Request::UnplugAll && before.none_plugged()) {
                 prop_assert_ne!(resp, Response::Ack);
-                prop_assert_eq!(&before, d.bitmap());
+                prop_assert_eq!(&before, d.plug_map());
             }
-            let usable_blocks = (d.usable_region_size().0 / MIB2) as usize;
-            prop_assert!(d.bitmap()[usable_blocks..].not_any());
+            let usable_end = d.usable_region_size().0 / MIB2;
+            prop_assert!(d.plugged_runs().iter().all(|r| r.first.0 + r.count.0 <= usable_end));
             // Plugged memory with prealloc is populated; the rest is not.
             let rb = d.ram_block();
             prop_assert_eq!(v.host.populated(rb, Bytes::ZERO, Bytes::gib(1)), d.size());

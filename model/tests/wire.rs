@@ -81,7 +81,8 @@ fn the_reference_early_section_decodes() {
     assert_eq!(hex.join(" "), "00 00 00 01 40 00 00 00 00 00 00 00 01 00 00 00 00 00 00 00 00 20 00 00 00 00 00 00");
     assert_eq!(bitmap_bytes, &[0, 0, 0, 0, 0, 0, 0, 5]);
     assert_eq!(state.size, Bytes::mib(4));
-    assert_eq!(state.bitmap.iter_ones().collect::<Vec<_>>(), vec![0, 2]);
+    assert_eq!(state.plug.to_bitmap().iter_ones().collect::<Vec<_>>(), vec![0, 2]);
+    assert_eq!(state.plug.plugged_runs().count(), 2);
     assert_eq!(ev[3], Event::RamPages { block: "0000:00:03.0/mem0".into(), offset: 0, pages: 1, kind: PageKind::Normal });
     assert_eq!(ev[4], Event::RamPages { block: "0000:00:03.0/mem0".into(), offset: 0x1000, pages: 1, kind: PageKind::Zero });
     assert_eq!(ev[5], Event::Eof);
@@ -168,7 +169,7 @@ proptest! {
         encode_precopy(&src, &plan, &mut bytes).unwrap();
         let ev = events(&bytes).unwrap();
         let Event::Early { state, .. } = ev.iter().find(|e| matches!(e, Event::Early { .. })).unwrap() else { unreachable!() };
-        prop_assert_eq!(&*state.bitmap, d.bitmap());
+        prop_assert_eq!(&state.plug, d.plug_map());
         prop_assert_eq!(state.size, d.size());
         let got: Vec<(String, u64, u64, PageKind)> = ev.iter().filter_map(|e| match e {
             Event::RamPages { block, offset, pages, kind } => Some((block.clone(), *offset, *pages * 4096, *kind)),

@@ -256,9 +256,7 @@ fn guest_range(l: &Loaded, dev: &vmemsim_model::VirtioMem, device: usize, offset
     let Some(end) = end else {
         return Err(l.invalid(at, field, format!("{}+{} lies beyond the region of {} ({})", offset, len, dev.id(), dev.region_size())));
     };
-    let bs = dev.block_size();
-    let (first, last) = (offset.blocks(bs).0 as usize, (end.0 - 1) / bs.0);
-    if !dev.bitmap()[first..=last as usize].all() {
+    if !dev.bytes_plugged(offset, end.checked_sub(offset).expect("end follows offset")) {
         return Err(l.invalid(at, field, format!("{}+{} is not wholly plugged on {}: the guest only uses plugged memory", offset, len, dev.id())));
     }
     Ok(GuestRange { device, offset, len })

@@ -5,7 +5,8 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
-use vmemsim_model::device::Bitmap;
+use std::sync::Arc;
+use vmemsim_model::PlugMap;
 use vmemsim_model::migration::destination::{Destination, PostcopyState};
 use vmemsim_model::migration::item::Item;
 use vmemsim_model::migration::outcome::Stage;
@@ -138,13 +139,13 @@ impl<'a> Run<'a> {
     }
 
     /// Property 5 while migrating: the source's plug state is what it was at setup.
-    fn check_frozen(&mut self, snapshot: &[(Bytes, Bitmap)]) {
+    fn check_frozen(&mut self, snapshot: &[(Bytes, Arc<PlugMap>)]) {
         let changed = self
             .src
             .devices
             .iter()
             .zip(snapshot)
-            .find(|(d, (size, bits))| d.size() != *size || d.bitmap() != bits)
+            .find(|(d, (size, bits))| d.size() != *size || d.plug_map() != bits)
             .map(|(d, (size, _))| format!("{} changed from {} to {} plugged while migrating", d.id(), size, d.size()));
         if let Some(c) = changed {
             self.violate(Property::PlugStateFrozen, c);
@@ -203,7 +204,7 @@ fn check_at_eof(run: &mut Run, dest: &Destination<ModelMemory>, premise_new_prea
     let precopy = !run.b.plan.is_postcopy();
     let mut found = Vec::new();
     for (d, s) in dest.vm().devices.iter().zip(&run.src.devices) {
-        if d.bitmap() != s.bitmap() || d.size() != s.size() {
+        if d.plug_map() != s.plug_map() || d.size() != s.size() {
             let detail = format!("{} ends with {} plugged, the source has {}", d.id(), d.size(), s.size());
             found.push((Property::PlugStateFrozen, detail));
         }
@@ -307,7 +308,7 @@ fn migrate(run: &mut Run, premise: bool) -> Outcome {
         };
         let mut dest = Some(Destination::new(dest_vm));
         let items = source::stream(&run.src, &b.plan);
-        let snapshot: Vec<(Bytes, Bitmap)> = run.src.devices.iter().map(|d| (d.size(), d.bitmap().clone())).collect();
+        let snapshot: Vec<(Bytes, Arc<PlugMap>)> = run.src.devices.iter().map(|d| (d.size(), Arc::clone(d.plug_map()))).collect();
         let mut guest = Guest::Source;
         let mut pages_seen = false;
         let mut early_seen = false;

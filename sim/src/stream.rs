@@ -93,7 +93,7 @@ pub fn summary(events: &[Event]) -> String {
                 }
             }
             Event::Early { idstr, state, .. } => {
-                let runs = vmemsim_model::device::plugged_runs_of(&state.bitmap);
+                let runs: Vec<_> = state.plug.plugged_runs().collect();
                 s += &format!(
                     "virtio-mem {}: memaddr {}, region {}, block {}, node {}, plugged {} in {} run(s)\n",
                     idstr.trim_end_matches("/virtio-mem-device-early"),

@@ -280,7 +280,7 @@ impl<H: HostMemory> Destination<H> {
         if let Err(line) = Self::sanity_check(&self.vm.devices[d], &e.state) {
             return Err(self.fail(stage, vec![line, section_error(&e.idstr), load_failed(Errno::Inval)]));
         }
-        self.vm.devices[d].load_plug_state(e.state.size, &e.state.bitmap);
+        self.vm.devices[d].load_plug_state(e.state.size, &e.state.plug);
         self.early_loaded[d] = true;
         self.post_load_early(d, &e.idstr)
     }
@@ -425,7 +425,7 @@ impl<H: HostMemory> Destination<H> {
                 if let Err(line) = Self::sanity_check(&self.vm.devices[d], plug) {
                     return Err(self.fail(stage, vec![line, section_error(&l.idstr), load_failed(Errno::Inval)]));
                 }
-                self.vm.devices[d].load_plug_state(plug.size, &plug.bitmap);
+                self.vm.devices[d].load_plug_state(plug.size, &plug.plug);
             }
             (None, true) => {
                 if !self.early_loaded[d] {
@@ -470,10 +470,7 @@ impl<H: HostMemory> Destination<H> {
             .iter()
             .copied()
             .filter(|t| {
-                let dev = &self.vm.devices[t.device];
-                let bs = dev.block_size().0;
-                let (first, last) = (t.offset.0 / bs, (t.offset.0 + t.len.0 - 1) / bs);
-                dev.bitmap()[first as usize..=last as usize].all()
+                self.vm.devices[t.device].bytes_plugged(t.offset, t.len)
             })
             .collect();
         for t in &plugged {

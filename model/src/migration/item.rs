@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use crate::device::Bitmap;
+use crate::plug_map::PlugMap;
 use crate::host::PageKind;
 use crate::units::{Bytes, Gpa};
 
@@ -17,12 +17,12 @@ pub struct SanityFields {
 }
 
 /// The plug state a virtio-mem section carries: early on new machines, late on old ones. The
-/// bitmap is shared, not copied, between the source and the stream.
+/// plug map is shared, not copied, between the source, the stream and the destination.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PlugState {
     pub sanity: SanityFields,
     pub size: Bytes,
-    pub bitmap: std::sync::Arc<Bitmap>,
+    pub plug: std::sync::Arc<PlugMap>,
 }
 
 /// `vmstate_virtio_mem_device_early`: a FULL section sent in `qemu_savevm_state_setup`.
@@ -93,7 +93,7 @@ impl fmt::Display for Item {
                 "FULL {} size={:#x} plugged_blocks={}",
                 e.idstr,
                 e.state.size.0,
-                e.state.bitmap.count_ones()
+                e.state.plug.plugged_blocks().0
             ),
             Item::Ram { block, offset, len, kind } => {
                 let k = match kind {
@@ -118,7 +118,7 @@ impl fmt::Display for Item {
                 l.usable_region_size.0,
                 l.requested_size.0,
                 match &l.plug {
-                    Some(p) => format!(" size={:#x} plugged_blocks={}", p.size.0, p.bitmap.count_ones()),
+                    Some(p) => format!(" size={:#x} plugged_blocks={}", p.size.0, p.plug.plugged_blocks().0),
                     None => String::new(),
                 }
             ),

@@ -20,7 +20,7 @@ pub fn plug_state(dev: &VirtioMem) -> PlugState {
             node: dev.node(),
         },
         size: dev.size(),
-        bitmap: std::sync::Arc::new(dev.bitmap().clone()),
+        plug: std::sync::Arc::clone(dev.plug_map()),
     }
 }
 

@@ -8,7 +8,7 @@ use std::io::{Read, Seek, SeekFrom};
 use serde_json::{Map, Value};
 
 use super::{command_name, ram, ty, WireError, MAGIC, VERSION};
-use crate::device::Bitmap;
+use crate::plug_map::{Bitmap, PlugMap};
 use crate::host::PageKind;
 use crate::migration::item::{PlugState, SanityFields};
 use crate::units::{Bytes, Gpa};
@@ -345,7 +345,7 @@ impl<R: Read> Decoder<R> {
             let mut bitmap = Bitmap::from_vec(words);
             bitmap.truncate(nbits);
             self.footer(section)?;
-            let state = PlugState { sanity, size, bitmap: std::sync::Arc::new(bitmap) };
+            let state = PlugState { sanity, size, plug: std::sync::Arc::new(PlugMap::from_bitmap(&bitmap)) };
             return Ok(Event::Early { section, idstr, instance, state, tmp, bitmap_bytes });
         }
         // Any other section: read up to its footer (0x7e + its id, then the next record's

@@ -81,8 +81,9 @@ pub fn encode_precopy<H: HostMemory, W: Write>(src: &Vm<H>, plan: &Plan, mut w: 
         out.extend_from_slice(&st.sanity.block_size.0.to_be_bytes());
         out.extend_from_slice(&st.sanity.node.to_be_bytes());
         out.extend_from_slice(&st.size.0.to_be_bytes());
-        let words = st.bitmap.as_raw_slice();
-        let nwords = st.bitmap.len().div_ceil(64);
+        let bitmap = st.plug.to_bitmap();
+        let words = bitmap.as_raw_slice();
+        let nwords = bitmap.len().div_ceil(64);
         for w in &words[..nwords] {
             out.extend_from_slice(&w.to_be_bytes());
         }
