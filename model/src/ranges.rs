@@ -1,7 +1,7 @@
-//! A set of disjoint half-open byte ranges `[start, end)`, kept merged.
+//! A set of disjoint half-open ranges `[start, end)` of bytes or blocks, kept merged.
 //!
-//! Populated memory, received pages and guest data are tracked as ranges so that cost grows
-//! with the number of runs, never with the size of memory.
+//! Populated memory, received pages, guest data and plugged blocks are tracked as ranges so
+//! that cost grows with the number of runs, never with the size of memory.
 
 use std::collections::BTreeMap;
 
@@ -35,27 +35,26 @@ impl RangeSet {
         self.map.iter().map(|(&s, &e)| (s, e))
     }
 
+    /// The runs that intersect `[start, end)`, clipped to it, ascending.
+    pub fn clipped(&self, start: u64, end: u64) -> impl Iterator<Item = (u64, u64)> + '_ {
+        // The run that starts at or before `start` may reach into the range; any other starts inside.
+        let first = if start < end { self.map.range(..=start).next_back().map_or(start, |(&s, _)| s) } else { end };
+        self.map.range(first..end.max(first)).filter_map(move |(&s, &e)| {
+            let (a, b) = (s.max(start), e.min(end));
+            (a < b).then_some((a, b))
+        })
+    }
+
     /// The runs that intersect `[start, end)`, clipped to it.
     pub fn within(&self, start: u64, end: u64) -> Vec<(u64, u64)> {
-        let mut out = Vec::new();
-        if start >= end {
-            return out;
-        }
-        let first = self.map.range(..=start).next_back().map(|(&s, _)| s).unwrap_or(start);
-        for (&s, &e) in self.map.range(first..end) {
-            let (a, b) = (s.max(start), e.min(end));
-            if a < b {
-                out.push((a, b));
-            }
-        }
-        out
+        self.clipped(start, end).collect()
     }
 
     /// The parts of `[start, end)` not covered, in ascending order.
     pub fn gaps(&self, start: u64, end: u64) -> Vec<(u64, u64)> {
         let mut out = Vec::new();
         let mut cur = start;
-        for (s, e) in self.within(start, end) {
+        for (s, e) in self.clipped(start, end) {
             if s > cur {
                 out.push((cur, s));
             }
@@ -69,7 +68,7 @@ impl RangeSet {
 
     /// Bytes of `[start, end)` that are covered.
     pub fn covered(&self, start: u64, end: u64) -> u64 {
-        self.within(start, end).iter().map(|(s, e)| e - s).sum()
+        self.clipped(start, end).map(|(s, e)| e - s).sum()
     }
 
     /// True if all of `[start, end)` is covered.
@@ -79,13 +78,29 @@ impl RangeSet {
 
     /// The lowest covered byte in `[start, end)`.
     pub fn first_covered(&self, start: u64, end: u64) -> Option<u64> {
-        self.within(start, end).first().map(|&(s, _)| s)
+        self.clipped(start, end).next().map(|(s, _)| s)
     }
 
     /// Adds `[start, end)`; returns how many bytes were newly covered.
     pub fn insert(&mut self, start: u64, end: u64) -> u64 {
         if start >= end {
             return 0;
+        }
+        // Ranges usually arrive in ascending order (pages, runs): extend or follow the last run.
+        match self.map.last_key_value().map(|(&s, &e)| (s, e)) {
+            None => {
+                self.map.insert(start, end);
+                return end - start;
+            }
+            Some((_, e)) if e < start => {
+                self.map.insert(start, end);
+                return end - start;
+            }
+            Some((s, e)) if e == start => {
+                self.map.insert(s, end);
+                return end - start;
+            }
+            _ => {}
         }
         let added = (end - start) - self.covered(start, end);
         let mut new_start = start;
@@ -164,5 +179,37 @@ mod tests {
         assert!(r.contains(20, 100));
         assert!(!r.contains(0, 100));
         assert_eq!(r.total(), 90);
+    }
+
+    proptest::proptest! {
+        /// Every operation against a set of points over a small domain.
+        #[test]
+        fn ranges_behave_as_a_set_of_points(ops in proptest::collection::vec((proptest::bool::ANY, 0u64..64, 0u64..20), 1..40), probe in (0u64..70, 0u64..70)) {
+            let mut r = RangeSet::new();
+            let mut points = std::collections::BTreeSet::new();
+            for (add, start, len) in ops {
+                let range = start..start + len;
+                let changed = range.clone().filter(|p| points.contains(p) != add).count() as u64;
+                if add {
+                    proptest::prop_assert_eq!(r.insert(range.start, range.end), changed);
+                    points.extend(range);
+                } else {
+                    proptest::prop_assert_eq!(r.remove(range.start, range.end), changed);
+                    range.for_each(|p| { points.remove(&p); });
+                }
+                let runs: Vec<(u64, u64)> = r.iter().collect();
+                proptest::prop_assert!(runs.windows(2).all(|w| w[0].1 < w[1].0), "merged and ordered: {:?}", runs);
+                proptest::prop_assert_eq!(r.total(), points.len() as u64);
+            }
+            let (a, b) = (probe.0.min(probe.1), probe.0.max(probe.1));
+            let inside: Vec<u64> = (a..b).filter(|p| points.contains(p)).collect();
+            proptest::prop_assert_eq!(r.covered(a, b), inside.len() as u64);
+            proptest::prop_assert_eq!(r.contains(a, b), inside.len() as u64 == b - a);
+            proptest::prop_assert_eq!(r.first_covered(a, b), inside.first().copied());
+            let from_within: Vec<u64> = r.within(a, b).into_iter().flat_map(|(s, e)| s..e).collect();
+            proptest::prop_assert_eq!(from_within, inside);
+            let from_gaps: Vec<u64> = r.gaps(a, b).into_iter().flat_map(|(s, e)| s..e).collect();
+            proptest::prop_assert_eq!(from_gaps, (a..b).filter(|p| !points.contains(p)).collect::<Vec<_>>());
+        }
     }
 }
