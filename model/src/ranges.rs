@@ -88,19 +88,15 @@ impl RangeSet {
         }
         // Ranges usually arrive in ascending order (pages, runs): extend or follow the last run.
         match self.map.last_key_value().map(|(&s, &e)| (s, e)) {
-            None => {
-                self.map.insert(start, end);
-                return end - start;
-            }
-            Some((_, e)) if e < start => {
-                self.map.insert(start, end);
-                return end - start;
-            }
             Some((s, e)) if e == start => {
                 self.map.insert(s, end);
                 return end - start;
             }
-            _ => {}
+            Some((_, e)) if e > start => {}
+            _ => {
+                self.map.insert(start, end);
+                return end - start;
+            }
         }
         let added = (end - start) - self.covered(start, end);
         let mut new_start = start;
