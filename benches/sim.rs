@@ -43,19 +43,7 @@ fn seed_scenario(c: &mut Criterion) {
 fn setup(region: Bytes, runs: u64) -> (Vm, VmConfig) {
     let cfg = VmConfig {
         machine: MachineType::parse("q35").expect("known"),
-        devices: vec![DeviceConfig {
-            id: "vmem0".into(),
-            pci: "0000:00:03.0".into(),
-            memdev: "mem0".into(),
-            memaddr: Gpa(1 << 40),
-            region_size: region,
-            block_size: Some(Bytes::mib(2)),
-            node: 0,
-            prealloc: true,
-            early_migration: None,
-            requested_size: region,
-            memdev_prealloc: false,
-        }],
+        devices: vec![DeviceConfig::vmem0(Gpa(1 << 40), region, region, true)],
         backend: Backend { kind: BackendKind::MemfdHugetlb, page_size: Bytes::mib(2), capacity: Capacity::Unlimited },
         main_ram: Bytes::ZERO,
         extra_ram: Vec::new(),

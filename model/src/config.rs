@@ -78,6 +78,25 @@ pub fn default_block_size(page_size: Bytes, facts: &HostFacts) -> Bytes {
 }
 
 impl DeviceConfig {
+    /// One device as the reference's command lines write it (`vmem0` at 0000:00:03.0 on
+    /// `mem0`, 2 MiB blocks, node 0, machine-default early migration), for tests and benches
+    /// to adjust with struct update syntax.
+    pub fn vmem0(memaddr: Gpa, region_size: Bytes, requested_size: Bytes, prealloc: bool) -> DeviceConfig {
+        DeviceConfig {
+            id: "vmem0".into(),
+            pci: "0000:00:03.0".into(),
+            memdev: "mem0".into(),
+            memaddr,
+            region_size,
+            block_size: Some(Bytes::mib(2)),
+            node: 0,
+            prealloc,
+            early_migration: None,
+            requested_size,
+            memdev_prealloc: false,
+        }
+    }
+
     /// The RAM block's idstr, as the migration stream names it.
     pub fn ram_block_name(&self) -> String {
         format!("{}/{}", self.pci, self.memdev)
@@ -158,19 +177,7 @@ mod tests {
     use crate::backend::BackendKind;
 
     fn cfg() -> DeviceConfig {
-        DeviceConfig {
-            id: "vmem0".into(),
-            pci: "0000:00:03.0".into(),
-            memdev: "mem0".into(),
-            memaddr: Gpa(0x1_4000_0000),
-            region_size: Bytes::gib(1),
-            block_size: Some(Bytes::mib(2)),
-            node: 0,
-            prealloc: true,
-            early_migration: None,
-            requested_size: Bytes::mib(256),
-            memdev_prealloc: false,
-        }
+        DeviceConfig::vmem0(Gpa(0x1_4000_0000), Bytes::gib(1), Bytes::mib(256), true)
     }
 
     fn realize(c: &DeviceConfig, kind: BackendKind) -> Result<Realized, String> {

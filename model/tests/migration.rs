@@ -35,19 +35,7 @@ impl Default for Setup {
 }
 
 fn device(region: Bytes, requested: Bytes, prealloc: bool) -> DeviceConfig {
-    DeviceConfig {
-        id: "vmem0".into(),
-        pci: "0000:00:03.0".into(),
-        memdev: "mem0".into(),
-        memaddr: vmemsim_model::Gpa(0x1_4000_0000),
-        region_size: region,
-        block_size: Some(Bytes::mib(2)),
-        node: 0,
-        prealloc,
-        early_migration: None,
-        requested_size: requested,
-        memdev_prealloc: false,
-    }
+    DeviceConfig::vmem0(vmemsim_model::Gpa(0x1_4000_0000), region, requested, prealloc)
 }
 
 fn config(s: &Setup, capacity: Capacity) -> VmConfig {

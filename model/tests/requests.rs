@@ -14,19 +14,7 @@ const MIB2: u64 = 2 << 20;
 fn vm_with(kind: BackendKind, capacity: Capacity, requested: Bytes, prealloc: bool, variant: Variant) -> Vm {
     let cfg = VmConfig {
         machine: MachineType::parse("q35").unwrap(),
-        devices: vec![DeviceConfig {
-            id: "vmem0".into(),
-            pci: "0000:00:03.0".into(),
-            memdev: "mem0".into(),
-            memaddr: Gpa(ADDR),
-            region_size: Bytes::gib(1),
-            block_size: Some(Bytes::mib(2)),
-            node: 0,
-            prealloc,
-            early_migration: None,
-            requested_size: requested,
-            memdev_prealloc: false,
-        }],
+        devices: vec![DeviceConfig::vmem0(Gpa(ADDR), Bytes::gib(1), requested, prealloc)],
         backend: Backend { kind, page_size: kind.default_page_size(), capacity },
         main_ram: Bytes::ZERO,
         extra_ram: Vec::new(),

@@ -125,19 +125,7 @@ fn malformed_streams_name_the_byte_offset_and_never_panic() {
 fn vm(plugs: &[(u64, u64)], machine: &str) -> Vm {
     let cfg = VmConfig {
         machine: MachineType::parse(machine).unwrap(),
-        devices: vec![DeviceConfig {
-            id: "vmem0".into(),
-            pci: "0000:00:03.0".into(),
-            memdev: "mem0".into(),
-            memaddr: Gpa(0x1_4000_0000),
-            region_size: Bytes::mib(512),
-            block_size: Some(Bytes::mib(2)),
-            node: 0,
-            prealloc: true,
-            early_migration: None,
-            requested_size: Bytes::mib(512),
-            memdev_prealloc: false,
-        }],
+        devices: vec![DeviceConfig::vmem0(Gpa(0x1_4000_0000), Bytes::mib(512), Bytes::mib(512), true)],
         backend: Backend::unlimited(BackendKind::Memfd),
         main_ram: Bytes::mib(8),
         extra_ram: Vec::new(),

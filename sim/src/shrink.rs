@@ -106,37 +106,22 @@ fn candidates(s: &Scenario) -> Vec<Scenario> {
             });
         }
     }
-    // Drop one event, range or fault.
-    for i in 0..s.guest.action.len() {
-        push(&|c| {
-            c.guest.action.remove(i);
-        });
+    // Drop one event, range or fault: one candidate per element of each list.
+    macro_rules! drop_each {
+        ($($list:ident).+) => {
+            for i in 0..s.$($list).+.len() {
+                push(&|c| {
+                    c.$($list).+.remove(i);
+                });
+            }
+        };
     }
-    for i in 0..s.manager.resize.len() {
-        push(&|c| {
-            c.manager.resize.remove(i);
-        });
-    }
-    for i in 0..s.balloon.hint.len() {
-        push(&|c| {
-            c.balloon.hint.remove(i);
-        });
-    }
-    for i in 0..s.guest.touch.len() {
-        push(&|c| {
-            c.guest.touch.remove(i);
-        });
-    }
-    for i in 0..s.guest.data.len() {
-        push(&|c| {
-            c.guest.data.remove(i);
-        });
-    }
-    for i in 0..s.faults.drain.len() {
-        push(&|c| {
-            c.faults.drain.remove(i);
-        });
-    }
+    drop_each!(guest.action);
+    drop_each!(manager.resize);
+    drop_each!(balloon.hint);
+    drop_each!(guest.touch);
+    drop_each!(guest.data);
+    drop_each!(faults.drain);
     if s.faults.cancel_at_us.is_some() {
         push(&|c| c.faults.cancel_at_us = None);
     }

@@ -96,7 +96,7 @@ fn lock() -> MutexGuard<'static, ()> {
 
 impl HugePool {
     pub fn ensure_free(pages: u64) -> std::io::Result<HugePool> {
-        let _lock = lock();
+        let guard = lock();
         let found = read_u64(NR_HUGEPAGES)?;
         let free = free_huge_pages();
         let mut pool = HugePool { found, changed: false };
@@ -105,6 +105,10 @@ impl HugePool {
             pool.changed = true;
             let now = free_huge_pages();
             if now < pages {
+                // `pool` restores the size it found when dropped, and takes the lock to do so:
+                // release it first (returning with it held deadlocked here when another process
+                // took free pages in between).
+                drop(guard);
                 return Err(std::io::Error::other(format!("the kernel gave only {now} free huge pages of the {pages} needed")));
             }
         }
