@@ -96,14 +96,20 @@ fn lock() -> MutexGuard<'static, ()> {
 
 impl HugePool {
     pub fn ensure_free(pages: u64) -> std::io::Result<HugePool> {
+        Self::grow(pages, free_huge_pages)
+    }
+
+    /// `ensure_free` with the count of free pages read by `free_pages` (a test stands in for a
+    /// kernel that gives fewer pages than asked).
+    fn grow(pages: u64, free_pages: impl Fn() -> u64) -> std::io::Result<HugePool> {
         let guard = lock();
         let found = read_u64(NR_HUGEPAGES)?;
-        let free = free_huge_pages();
+        let free = free_pages();
         let mut pool = HugePool { found, changed: false };
         if free < pages {
             std::fs::write(NR_HUGEPAGES, (found + pages - free).to_string())?;
             pool.changed = true;
-            let now = free_huge_pages();
+            let now = free_pages();
             if now < pages {
                 // `pool` restores the size it found when dropped, and takes the lock to do so:
                 // release it first (returning with it held deadlocked here when another process
@@ -122,5 +128,34 @@ impl Drop for HugePool {
             let _lock = lock();
             let _ = std::fs::write(NR_HUGEPAGES, self.found.to_string());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pool the kernel cannot grow far enough: an error, the size it found restored, and no
+    /// hang (the guard's restore takes the same lock as the grow).
+    #[test]
+    fn a_grow_the_kernel_cannot_satisfy_fails_and_restores_the_pool() {
+        if !is_root() {
+            assert!(std::env::var("CI").as_deref() != Ok("true"), "CI=true runs as root, but this process is not root");
+            eprintln!("skipping: not root (the huge page pool needs root)");
+            return;
+        }
+        let found = read_u64(NR_HUGEPAGES).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            // The first read is the real one; after the grow the kernel "gave" nothing.
+            let reads = std::sync::atomic::AtomicU32::new(0);
+            let free = || if reads.fetch_add(1, Ordering::Relaxed) == 0 { free_huge_pages() } else { 0 };
+            let wanted = free_huge_pages() + 1;
+            let _ = tx.send(HugePool::grow(wanted, free).map(|_| ()).map_err(|e| e.to_string()));
+        });
+        let result = rx.recv_timeout(std::time::Duration::from_secs(20)).expect("HugePool::grow deadlocked on its failure path");
+        let err = result.expect_err("a grow the kernel did not satisfy is an error");
+        assert!(err.contains("the kernel gave only 0 free huge pages"), "{err}");
+        assert_eq!(read_u64(NR_HUGEPAGES).unwrap(), found, "the pool is restored to the size found");
     }
 }
