@@ -186,16 +186,21 @@ fn run(file: PathBuf, trace: bool, replay: bool) -> Result<ExitCode, String> {
     if l.scenario.expect.is_none() {
         return Ok(if diffs.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) });
     }
+    Ok(verdict("expectation: met", "expectation: NOT met", &diffs))
+}
+
+/// Prints `ok` when there are no differences (exit 0), else `bad` and each difference indented
+/// (exit 1).
+fn verdict(ok: &str, bad: &str, diffs: &[String]) -> ExitCode {
     if diffs.is_empty() {
-        out!("expectation: met");
-        Ok(ExitCode::SUCCESS)
-    } else {
-        out!("expectation: NOT met");
-        for d in diffs {
-            out!("  {d}");
-        }
-        Ok(ExitCode::from(1))
+        out!("{ok}");
+        return ExitCode::SUCCESS;
     }
+    out!("{bad}");
+    for d in diffs {
+        out!("  {d}");
+    }
+    ExitCode::from(1)
 }
 
 fn main() -> ExitCode {

@@ -21,16 +21,7 @@ pub fn run(file: &Path) -> Result<ExitCode, String> {
     out!("real memory ({:.3} s):", real.elapsed.as_secs_f64());
     out_raw!("{}", indent(&real.outcome.to_string()));
     let diffs = compare(&model, &real.outcome);
-    if diffs.is_empty() {
-        out!("agreement: the model and real memory agree");
-        Ok(ExitCode::SUCCESS)
-    } else {
-        out!("DISAGREEMENT:");
-        for d in diffs {
-            out!("  {d}");
-        }
-        Ok(ExitCode::from(1))
-    }
+    Ok(crate::verdict("agreement: the model and real memory agree", "DISAGREEMENT:", &diffs))
 }
 
 fn indent(text: &str) -> String {

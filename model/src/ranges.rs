@@ -38,8 +38,9 @@ impl RangeSet {
     /// The runs that intersect `[start, end)`, clipped to it, ascending.
     pub fn clipped(&self, start: u64, end: u64) -> impl Iterator<Item = (u64, u64)> + '_ {
         // The run that starts at or before `start` may reach into the range; any other starts inside.
-        let first = if start < end { self.map.range(..=start).next_back().map_or(start, |(&s, _)| s) } else { end };
-        self.map.range(first..end.max(first)).filter_map(move |(&s, &e)| {
+        let end = end.max(start);
+        let first = self.map.range(..=start).next_back().map_or(start, |(&s, _)| s);
+        self.map.range(first..end).filter_map(move |(&s, &e)| {
             let (a, b) = (s.max(start), e.min(end));
             (a < b).then_some((a, b))
         })

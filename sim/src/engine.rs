@@ -145,7 +145,7 @@ impl<'a> Run<'a> {
             .devices
             .iter()
             .zip(snapshot)
-            .find(|(d, (size, bits))| d.size() != *size || d.plug_map() != bits)
+            .find(|(d, (size, plug))| d.size() != *size || d.plug_map() != plug)
             .map(|(d, (size, _))| format!("{} changed from {} to {} plugged while migrating", d.id(), size, d.size()));
         if let Some(c) = changed {
             self.violate(Property::PlugStateFrozen, c);

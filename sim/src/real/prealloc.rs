@@ -125,7 +125,7 @@ pub fn preallocate(map: &Mapping, runs: &[(usize, usize)], block: usize, strateg
             runs.iter().for_each(|&(o, l)| touch(map, o, l));
             Ok(())
         }
-        Strategy::PerBlock => runs.iter().try_for_each(|&(o, l)| (o..o + l).step_by(block).try_for_each(|b| populate(map, b, block))),
+        Strategy::PerBlock => chunks(runs, block, map.page_size).into_iter().try_for_each(|(o, l)| populate(map, o, l)),
         Strategy::Parallel => parallel(map, runs),
         Strategy::Fallocate => {
             if let Some(fd) = &map.fd {
