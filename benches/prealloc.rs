@@ -13,7 +13,8 @@ use rustix::fs::FallocateFlags;
 use rustix::mm::Advice;
 use vmemsim_model::Bytes;
 use vmemsim_sim::real::mapping::{Backing, Mapping};
-use vmemsim_sim::real::mounts::{free_huge_pages, is_root, HugePool};
+use vmemsim_sim::real::mounts::is_root;
+use vmemsim_sim::real::pool::{free_huge_pages, HugePool};
 use vmemsim_sim::real::prealloc::{preallocate, Strategy};
 
 const BLOCK: usize = 2 << 20;

@@ -127,10 +127,18 @@ enum Command {
     #[command(name = "__real-destination", hide = true)]
     RealDestination {
         #[arg(long)]
-        mount: Option<PathBuf>,
+        mount: Option<String>,
         #[arg(long)]
-        files: Option<PathBuf>,
+        quota: Option<u64>,
+        #[arg(long)]
+        files: bool,
     },
+    /// The guardian of a real run (internal): repairs the huge page pool if its parent dies.
+    #[command(name = "__guard", hide = true)]
+    Guard { pid: u32, start: u64 },
+    /// Repair what interrupted or killed runs left on this host (huge pages, mounts, folders,
+    /// processes), and say what was repaired.
+    Cleanup,
 }
 
 #[derive(Copy, Clone, PartialEq, Eq, clap::ValueEnum)]
@@ -211,9 +219,13 @@ fn main() -> ExitCode {
         Command::Analyze { file, summary } => stream_cmd::analyze(&file, summary),
         Command::Preflight { file, backend, capacity, prealloc, machine } => stream_cmd::preflight(&file, &backend, &capacity, prealloc == "on", machine.as_deref()),
         Command::Encode { scenario, output } => stream_cmd::encode(&scenario, &output),
-        Command::RealDestination { mount, files } => {
-            return ExitCode::from(vmemsim_sim::real::child::destination_main(vmemsim_sim::real::Places { mount, files }) as u8);
+        Command::RealDestination { mount, quota, files } => {
+            return ExitCode::from(vmemsim_sim::real::child::destination_main(vmemsim_sim::real::child::Setup { mount, quota, files }) as u8);
         }
+        Command::Guard { pid, start } => {
+            return ExitCode::from(vmemsim_sim::real::guardian::guardian_main(vmemsim_sim::real::ledger::Owner { pid, start }) as u8);
+        }
+        Command::Cleanup => real_cmd::cleanup(),
         Command::Replay { file, trace } => run(file, trace, true),
         Command::Campaign { runs, seed, threads, shard, variant, time, found_dir, shrink_time, no_shrink, stop_on_finding } => {
             let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));

@@ -20,6 +20,9 @@ pub enum SimError {
     /// Running on real memory failed (not the destination's outcome: the harness itself).
     #[error("real memory: {message}")]
     Real { message: String },
+    /// A signal (SIGINT, SIGTERM, SIGHUP) stopped a real run; what it changed was given back.
+    #[error("interrupted by signal {signal}: the run was stopped and what it changed on the host was given back")]
+    Interrupted { signal: i32 },
     /// The source VM cannot be set up as the scenario says (QEMU would refuse to start it).
     #[error("{path}: the source cannot start: {source}")]
     Source { path: PathBuf, source: vmemsim_model::ModelError },

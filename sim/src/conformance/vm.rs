@@ -12,7 +12,8 @@ use vmemsim_model::Outcome;
 
 use super::qmp::Qmp;
 use crate::build::Built;
-use crate::real::mounts::{HugePool, Mount, TempDir};
+use crate::real::mounts::{Mount, TempDir};
+use crate::real::pool::HugePool;
 
 /// The provisioned lab: kernel, initramfs (scripts/qemu-lab).
 #[derive(Clone, Debug)]

@@ -13,6 +13,7 @@ use vmemsim_model::migration::outcome::{Outcome, Stage};
 use vmemsim_model::migration::source;
 use vmemsim_model::{Variant, Vm};
 
+use super::isolation::private_mount;
 use super::memory::{Places, RealMemory};
 use crate::build::build;
 use crate::load::parse;
@@ -82,8 +83,38 @@ fn stage_of<H: vmemsim_model::HostMemory>(item: &Item, dest: &Destination<H>) ->
     }
 }
 
+/// What the parent asks the child to set up for itself.
+#[derive(Clone, Debug, Default)]
+pub struct Setup {
+    /// "tmpfs" or "hugetlbfs", mounted in the child's own mount namespace, with its quota.
+    pub mount: Option<String>,
+    pub quota: Option<u64>,
+    /// Regular files, made without a name in the temp dir.
+    pub files: bool,
+}
+
+fn places(setup: &Setup) -> std::io::Result<Places> {
+    // Before the mount covers the temp dir: regular files live in the real one.
+    let files = setup.files.then(std::env::temp_dir);
+    let mount = match setup.mount.as_deref() {
+        Some(fs @ "hugetlbfs") => Some(private_mount(fs, setup.quota, Some(2 << 20))?),
+        Some(fs @ "tmpfs") => Some(private_mount(fs, setup.quota, None)?),
+        Some(other) => return Err(std::io::Error::other(format!("unknown file system '{other}'"))),
+        None => None,
+    };
+    Ok(Places { mount, files })
+}
+
 /// The child's main: the scenario arrives on stdin; returns the exit status.
-pub fn destination_main(places: Places) -> i32 {
+pub fn destination_main(setup: Setup) -> i32 {
+    // First, while this process has one thread: its own mount namespace.
+    let places = match places(&setup) {
+        Ok(p) => p,
+        Err(e) => {
+            emit(&format!("error cannot set up the destination's memory: {e}"));
+            return 2;
+        }
+    };
     let mut text = String::new();
     if let Err(e) = std::io::stdin().read_to_string(&mut text) {
         emit(&format!("error cannot read the scenario: {e}"));

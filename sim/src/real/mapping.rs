@@ -2,6 +2,7 @@
 
 use std::fs::OpenOptions;
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::ptr::NonNull;
 
@@ -31,8 +32,11 @@ pub enum Backing<'a> {
     PrivateAnonymous,
     SharedAnonymous,
     Memfd { hugetlb: bool },
-    /// A file at this path (on a tmpfs or hugetlbfs mount, or a disk file system).
+    /// A file at this path (on a tmpfs or hugetlbfs mount).
     File(&'a Path),
+    /// A file without a name in this directory (`O_TMPFILE`): nothing is left behind when the
+    /// process ends, however it ends.
+    TempFile(&'a Path),
 }
 
 impl Mapping {
@@ -52,6 +56,11 @@ impl Mapping {
             }
             Backing::File(path) => {
                 let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(path)?;
+                file.set_len(len as u64)?;
+                (Some(OwnedFd::from(file)), true)
+            }
+            Backing::TempFile(dir) => {
+                let file = OpenOptions::new().read(true).write(true).custom_flags(libc::O_TMPFILE).mode(0o600).open(dir)?;
                 file.set_len(len as u64)?;
                 (Some(OwnedFd::from(file)), true)
             }

@@ -22,7 +22,7 @@ pub struct Places {
     /// A private tmpfs or hugetlbfs mount with the destination's `size=` quota, for file-backed
     /// kinds and for limited memfd kinds.
     pub mount: Option<PathBuf>,
-    /// A directory on a disk file system, for regular files.
+    /// A directory on a disk file system, for regular files (made there without a name).
     pub files: Option<PathBuf>,
 }
 
@@ -113,7 +113,10 @@ impl HostSetup for RealMemory {
             (_, BackendKind::MemfdHugetlb) if !limited || backend.capacity.limit() == Some(Bytes::ZERO) => {
                 Mapping::new(Backing::Memfd { hugetlb: true }, len.0 as usize, page, name)
             }
-            (_, BackendKind::RegularFile) => Mapping::new(Backing::File(&path(&self.places.files)), len.0 as usize, PAGE, name),
+            (_, BackendKind::RegularFile) => {
+                let dir = self.places.files.as_ref().expect("fits() asked for a directory for this backend");
+                Mapping::new(Backing::TempFile(dir), len.0 as usize, PAGE, name)
+            }
             (_, kind) => Mapping::new(Backing::File(&path(&self.places.mount)), len.0 as usize, if kind.is_hugetlb() { page } else { PAGE }, name),
         };
         let map = result.unwrap_or_else(|e| panic!("cannot map RAM block '{name}' ({} bytes): {e}", len.0));

@@ -4,10 +4,16 @@
 #![allow(unsafe_code)]
 
 pub mod child;
+pub mod guardian;
+pub mod cleanup;
+pub mod interrupt;
+pub mod isolation;
+pub mod ledger;
 pub mod mapping;
 pub mod memory;
 pub mod mounts;
 pub mod parent;
+pub mod pool;
 pub mod prealloc;
 pub mod uffd;
 

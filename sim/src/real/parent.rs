@@ -5,7 +5,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use vmemsim_model::migration::destination::Destination;
@@ -14,8 +14,10 @@ use vmemsim_model::migration::outcome::{FaultSite, Outcome, Stage};
 use vmemsim_model::migration::source;
 use vmemsim_model::{BackendKind, Bytes, OutcomeClass, Vm};
 
-use super::memory::Places;
-use super::mounts::{is_root, HugePool, Mount, TempDir};
+use super::guardian::Guardian;
+use super::isolation::die_with_parent;
+use super::mounts::is_root;
+use super::pool::HugePool;
 use crate::build::Built;
 use crate::error::SimError;
 
@@ -74,7 +76,7 @@ pub fn fits_within(b: &Built, budget: u64) -> Result<Needs, String> {
         return Err(format!("it would populate {} of real memory, more than the {} budget", Bytes(populate), Bytes(budget)));
     }
     // Without root, memfd hugetlb with no free huge pages is still a real shortage of zero.
-    let empty_pool = backend.kind == BackendKind::MemfdHugetlb && cap == Some(0) && super::mounts::free_huge_pages() == 0;
+    let empty_pool = backend.kind == BackendKind::MemfdHugetlb && cap == Some(0) && super::pool::free_huge_pages() == 0;
     if cap == Some(0) && !empty_pool {
         return Err("a size=0 mount has no quota (tmpfs and hugetlbfs read 0 as unlimited)".into());
     }
@@ -122,44 +124,84 @@ pub struct RealRun {
 }
 
 /// Runs the scenario's destination on real memory in a child (`exe __real-destination`).
+///
+/// What it changes on the host, and how it gives it back: the child mounts its tmpfs or
+/// hugetlbfs in a mount namespace of its own (gone with the child), makes regular files
+/// without a name (`O_TMPFILE`), and dies with the thread that started it; the huge page pool
+/// grows by what the run needs, through the host-wide ledger, and shrinks by as much when the
+/// run ends, on every path: a signal received (see `interrupt.rs`) kills the child and unwinds
+/// here, and a SIGKILL of this process leaves the repair to the guardian process.
 pub fn run_real(exe: &Path, text: &str, b: &Built, timeout: Duration) -> Result<RealRun, SimError> {
     let err = |message: String| SimError::Real { message };
     let needs = fits(b).map_err(|why| err(format!("does not fit real memory: {why}")))?;
-    let _pool = if needs.huge_pages > 0 { Some(HugePool::ensure_free(needs.huge_pages).map_err(|e| err(format!("huge pages: {e}")))?) } else { None };
-    let mount = match needs.mount {
-        Some((fs, size)) => Some(Mount::new(fs, size, (fs == "hugetlbfs").then_some(2 << 20)).map_err(|e| err(format!("mount {fs}: {e}")))?),
-        None => None,
+    let (_pool, _guardian) = if needs.huge_pages > 0 {
+        let guardian = Guardian::spawn(exe).map_err(|e| err(format!("cannot start the guardian {}: {e}", exe.display())))?;
+        // A signal cuts the kernel's growth short: say so rather than that it gave too few.
+        let pool = HugePool::ensure_free(needs.huge_pages).map_err(|e| interrupted().err().unwrap_or_else(|| err(format!("huge pages: {e}"))))?;
+        (Some(pool), Some(guardian))
+    } else {
+        (None, None)
     };
-    let files = if needs.files { Some(TempDir::new("files").map_err(|e| err(format!("temp dir: {e}")))?) } else { None };
-    let places = Places { mount: mount.as_ref().map(|m| m.path().to_path_buf()), files: files.as_ref().map(|f| f.path().to_path_buf()) };
+    interrupted()?;
     let start = Instant::now();
     let mut cmd = Command::new(exe);
     cmd.arg("__real-destination");
-    if let Some(m) = &places.mount {
-        cmd.arg("--mount").arg(m);
+    if let Some((fs, quota)) = needs.mount {
+        cmd.arg("--mount").arg(fs);
+        if let Some(q) = quota {
+            cmd.arg("--quota").arg(q.to_string());
+        }
     }
-    if let Some(f) = &places.files {
-        cmd.arg("--files").arg(f);
+    if needs.files {
+        cmd.arg("--files");
     }
-    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().map_err(|e| err(format!("cannot start {}: {e}", exe.display())))?;
-    child.stdin.take().expect("piped").write_all(text.as_bytes()).map_err(|e| err(format!("cannot send the scenario: {e}")))?;
-    let stdout = child.stdout.take().expect("piped");
+    die_with_parent(&mut cmd);
+    let spawned = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().map_err(|e| err(format!("cannot start {}: {e}", exe.display())))?;
+    // From here on the child is killed and reaped on every way out, a panic included.
+    let mut child = KillOnDrop(Some(spawned));
+    let c = child.0.as_mut().expect("just set");
+    c.stdin.take().expect("piped").write_all(text.as_bytes()).map_err(|e| err(format!("cannot send the scenario: {e}")))?;
+    let stdout = c.stdout.take().expect("piped");
     let reader = std::thread::spawn(move || BufReader::new(stdout).lines().map_while(Result::ok).collect::<Vec<String>>());
     let status = loop {
-        if let Some(s) = child.try_wait().map_err(|e| err(format!("wait: {e}")))? {
+        let c = child.0.as_mut().expect("set until the end");
+        if let Some(s) = c.try_wait().map_err(|e| err(format!("wait: {e}")))? {
             break s;
         }
         if start.elapsed() > timeout {
-            let _ = child.kill();
-            let _ = child.wait();
             return Err(err(format!("the destination did not finish within {timeout:?} and was killed")));
         }
+        interrupted()?;
         std::thread::sleep(Duration::from_millis(5));
     };
+    let stderr = child.0.as_mut().expect("set until the end").stderr.take();
     let lines = reader.join().map_err(|_| err("the reader thread panicked".into()))?;
     let elapsed = start.elapsed();
-    let outcome = interpret(&lines, status, b, child.stderr.take())?;
+    // A signal that reached the child too (a terminal's Ctrl-C goes to the process group).
+    interrupted()?;
+    let outcome = interpret(&lines, status, b, stderr)?;
     Ok(RealRun { outcome, elapsed })
+}
+
+/// `Err` once SIGINT, SIGTERM or SIGHUP arrived (when the command line installed the handlers).
+fn interrupted() -> Result<(), SimError> {
+    match super::interrupt::received() {
+        Some(signal) => Err(SimError::Interrupted { signal }),
+        None => Ok(()),
+    }
+}
+
+/// Kills and reaps the child it holds when dropped (a reaped child is left alone: std knows it
+/// ended and sends no signal).
+struct KillOnDrop(Option<Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
 }
 
 fn interpret(lines: &[String], status: std::process::ExitStatus, b: &Built, stderr: Option<std::process::ChildStderr>) -> Result<Outcome, SimError> {
