@@ -12,7 +12,8 @@ use vmemsim_model::Outcome;
 
 use super::qmp::Qmp;
 use crate::build::Built;
-use crate::real::mounts::{Mount, TempDir};
+use crate::real::isolation::die_with_parent;
+use crate::real::mounts::TempDir;
 use crate::real::pool::HugePool;
 
 /// The provisioned lab: kernel, initramfs (scripts/qemu-lab).
@@ -91,9 +92,35 @@ pub fn shape(b: &Built) -> Result<Shape, String> {
     })
 }
 
-fn qemu(lab: &Lab, sh: &Shape, mem_dir: &Path, dest: bool, dir: &Path, name: &str, incoming: Option<&Path>) -> Result<Child, String> {
+/// The file system a QEMU's memory files live on, with its quota.
+#[derive(Clone, Copy, Debug)]
+struct MemFs {
+    hugetlb: bool,
+    quota: u64,
+}
+
+impl MemFs {
+    fn of_destination(sh: &Shape) -> MemFs {
+        MemFs { hugetlb: sh.dest_hugetlb, quota: sh.dest_quota }
+    }
+
+    fn of_source(sh: &Shape) -> MemFs {
+        MemFs { hugetlb: false, quota: sh.devices.iter().map(|d| d.requested).sum::<u64>() + (64 << 20) }
+    }
+}
+
+/// Starts QEMU with its memory files on `fs`, mounted in a mount namespace of QEMU's own (by
+/// util-linux's `unshare`, then a shell that mounts and execs QEMU, same pid): the mount is
+/// never seen on the host and goes with QEMU. QEMU dies with the thread that started it.
+fn qemu(lab: &Lab, sh: &Shape, fs: MemFs, dest: bool, dir: &Path, name: &str, incoming: Option<&Path>) -> Result<Child, String> {
     let regions: u64 = sh.devices.iter().map(|d| d.region).sum();
-    let mut c = Command::new("qemu-system-x86_64");
+    let mem_dir = dir.join(format!("{name}.mem"));
+    std::fs::create_dir_all(&mem_dir).map_err(|e| format!("{}: {e}", mem_dir.display()))?;
+    let (fstype, opts) = if fs.hugetlb { ("hugetlbfs", format!("pagesize=2M,size={}", fs.quota)) } else { ("tmpfs", format!("size={}", fs.quota)) };
+    let mut c = Command::new("unshare");
+    c.args(["--mount", "--propagation", "private", "--", "sh", "-c", "mount -t \"$1\" -o \"$2\" none \"$3\" && shift 3 && exec \"$@\"", "sh", fstype, &opts]);
+    c.arg(&mem_dir).arg("qemu-system-x86_64");
+    let mem_dir = mem_dir.as_path();
     c.args(["-machine", &sh.machine, "-accel", "tcg", "-cpu", "qemu64", "-smp", "1"]);
     c.args(["-m", &format!("{}M,maxmem={}M", sh.main_ram >> 20, (sh.main_ram + regions + (1 << 30)) >> 20)]);
     for (i, d) in sh.devices.iter().enumerate() {
@@ -125,16 +152,15 @@ fn qemu(lab: &Lab, sh: &Shape, mem_dir: &Path, dest: bool, dir: &Path, name: &st
         }
     }
     c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
-    c.spawn().map_err(|e| format!("qemu-system-x86_64: {e}"))
+    die_with_parent(&mut c);
+    c.spawn().map_err(|e| format!("unshare ... qemu-system-x86_64: {e}"))
 }
 
 /// Boots the source, waits until the guest plugged the requested size, stops it and migrates
 /// it to a state file. Returns the file and the seconds it took.
 pub fn source_state(lab: &Lab, sh: &Shape, dir: &Path) -> Result<(PathBuf, f64), String> {
     let start = Instant::now();
-    let plugged: u64 = sh.devices.iter().map(|d| d.requested).sum();
-    let mount = Mount::new("tmpfs", Some(plugged + (64 << 20)), None).map_err(|e| format!("mount: {e}"))?;
-    let mut child = qemu(lab, sh, mount.path(), false, dir, "src", None)?;
+    let mut child = qemu(lab, sh, MemFs::of_source(sh), false, dir, "src", None)?;
     let result = (|| {
         let mut q = Qmp::connect(&dir.join("src.qmp"), Duration::from_secs(20))?;
         for (i, d) in sh.devices.iter().enumerate() {
@@ -213,13 +239,7 @@ fn grow_after_restore(q: &mut Qmp, sh: &Shape) -> Result<(), String> {
 pub fn destination(lab: &Lab, sh: &Shape, state: &Path, dir: &Path) -> Result<Outcome, String> {
     // Huge pages behind the hugetlbfs quota (the pool is grown only as needed, and restored).
     let _pool = if sh.dest_hugetlb { Some(HugePool::ensure_free(sh.dest_quota.div_ceil(2 << 20)).map_err(|e| format!("huge pages: {e}"))?) } else { None };
-    let mount = if sh.dest_hugetlb {
-        Mount::new("hugetlbfs", Some(sh.dest_quota), Some(2 << 20))
-    } else {
-        Mount::new("tmpfs", Some(sh.dest_quota), None)
-    }
-    .map_err(|e| format!("mount: {e}"))?;
-    let mut child = qemu(lab, sh, mount.path(), true, dir, "dst", Some(state))?;
+    let mut child = qemu(lab, sh, MemFs::of_destination(sh), true, dir, "dst", Some(state))?;
     let start = Instant::now();
     let outcome = loop {
         if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
@@ -246,7 +266,6 @@ pub fn destination(lab: &Lab, sh: &Shape, state: &Path, dir: &Path) -> Result<Ou
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    drop(mount);
     Ok(outcome)
 }
 
@@ -272,14 +291,10 @@ pub fn workdir() -> Result<TempDir, String> {
 /// (`postcopy-ram` on both sides, `migrate-start-postcopy` right after `migrate`): boots a fresh
 /// source, starts the destination with `-incoming defer`, and returns the destination's outcome.
 pub fn live(lab: &Lab, sh: &Shape, postcopy: bool, dir: &Path) -> Result<Outcome, String> {
-    let plugged: u64 = sh.devices.iter().map(|d| d.requested).sum();
-    let src_mount = Mount::new("tmpfs", Some(plugged + (64 << 20)), None).map_err(|e| format!("mount: {e}"))?;
-    let mut src = qemu(lab, sh, src_mount.path(), false, dir, "lsrc", None)?;
+    let mut src = qemu(lab, sh, MemFs::of_source(sh), false, dir, "lsrc", None)?;
     let _pool = if sh.dest_hugetlb { Some(HugePool::ensure_free(sh.dest_quota.div_ceil(2 << 20)).map_err(|e| format!("huge pages: {e}"))?) } else { None };
-    let dst_mount = if sh.dest_hugetlb { Mount::new("hugetlbfs", Some(sh.dest_quota), Some(2 << 20)) } else { Mount::new("tmpfs", Some(sh.dest_quota), None) }
-        .map_err(|e| format!("mount: {e}"))?;
     let defer = PathBuf::from("defer");
-    let mut dst = qemu(lab, sh, dst_mount.path(), true, dir, "ldst", Some(&defer))?;
+    let mut dst = qemu(lab, sh, MemFs::of_destination(sh), true, dir, "ldst", Some(&defer))?;
     let result = (|| {
         let start = Instant::now();
         let mut qs = Qmp::connect(&dir.join("lsrc.qmp"), Duration::from_secs(20))?;
