@@ -199,3 +199,45 @@ fn hold_free_pages() -> (vmemsim_sim::real::pool::HugePool, std::fs::File, usize
     rustix::fs::fallocate(fd.as_fd(), rustix::fs::FallocateFlags::empty(), 0, len as u64).unwrap();
     (grown, std::fs::File::from(fd), len)
 }
+
+/// `vmemsim cleanup` repairs what a killed run of an older version (or a killed conformance
+/// test) left: a mount and a folder of a process that is gone, and a ledger entry of one; and
+/// says so, one line each. A second cleanup finds nothing.
+#[test]
+fn cleanup_repairs_leftovers_of_processes_that_are_gone() {
+    if !is_root() {
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "CI=true runs as root, but this process is not root");
+        eprintln!("skipping: not root");
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let pool = PoolDir::for_page_size(2 << 20);
+    let before = pool.persistent().unwrap();
+    let mut gone = Command::new("true").spawn().unwrap();
+    let dead = gone.id();
+    gone.wait().unwrap();
+    let tmp = std::env::temp_dir();
+    let mount = tmp.join(format!("vmemsim-tmpfs-{dead}-0"));
+    let folder = tmp.join(format!("vmemsim-files-{dead}-1"));
+    std::fs::create_dir_all(&mount).unwrap();
+    std::fs::create_dir_all(folder.join("inside")).unwrap();
+    rustix::mount::mount("tmpfs", &mount, "tmpfs", rustix::mount::MountFlags::empty(), Some(c"size=1M")).unwrap();
+    {
+        let lock = vmemsim_sim::real::ledger::HostLock::take().unwrap();
+        std::fs::write("/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages", (before + 2).to_string()).unwrap();
+        let mut e = vmemsim_sim::real::ledger::Entry::new("hugepages-2048kB", 2, None);
+        e.owner.pid = dead;
+        e.write(&lock).unwrap();
+    }
+    let out = Command::new(EXE).arg("cleanup").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains(&format!("unmounted {} (left by process {dead})", mount.display())), "{text}");
+    assert!(text.contains(&format!("removed {} (left by process {dead})", mount.display())), "{text}");
+    assert!(text.contains(&format!("removed {} (left by process {dead})", folder.display())), "{text}");
+    assert!(text.contains(&format!("hugepages-2048kB: took back 2 huge pages that process {dead} added")), "{text}");
+    assert!(!mount.exists() && !folder.exists());
+    assert_eq!(pool.persistent().unwrap(), before);
+    let again = Command::new(EXE).arg("cleanup").output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&again.stdout).trim(), "nothing to repair: no leftover of a vmemsim run on this host");
+}
