@@ -20,6 +20,17 @@ const EXE: &str = env!("CARGO_BIN_EXE_vmemsim");
 /// The tests compare the host before and after: one at a time.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// The lock of [`SERIAL`] when root; `None` (skip, with the reason printed) when not, which
+/// `CI=true` refuses.
+fn root_or_skip() -> Option<std::sync::MutexGuard<'static, ()>> {
+    if !is_root() {
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "CI=true runs as root, but this process is not root");
+        eprintln!("skipping: not root (real runs with mounts and huge pages need root)");
+        return None;
+    }
+    Some(SERIAL.lock().unwrap_or_else(|p| p.into_inner()))
+}
+
 /// Scenarios with tmpfs, hugetlbfs and memfd hugetlb destinations, short and ample, quick and
 /// slow (the last populates 2 GiB).
 const SCENARIOS: [&str; 6] = [
@@ -99,12 +110,7 @@ fn count(var: &str, default: usize) -> usize {
 
 #[test]
 fn interrupted_and_concurrent_real_runs_leave_the_host_as_found() {
-    if !is_root() {
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "CI=true runs as root, but this process is not root");
-        eprintln!("skipping: not root (real runs with mounts and huge pages need root)");
-        return;
-    }
-    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(_serial) = root_or_skip() else { return };
     let before = host_state();
     let runs = count("VMEMSIM_INTERRUPTED_RUNS", 15);
     let (mut interrupted, mut finished) = (0, 0);
@@ -171,12 +177,7 @@ fn interrupted_and_concurrent_real_runs_leave_the_host_as_found() {
 /// its own, because it grows the pool by what it needs instead of counting on free pages.
 #[test]
 fn a_real_run_gets_its_pages_when_another_process_holds_the_pool() {
-    if !is_root() {
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "CI=true runs as root, but this process is not root");
-        eprintln!("skipping: not root");
-        return;
-    }
-    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(_serial) = root_or_skip() else { return };
     let pool = PoolDir::for_page_size(2 << 20);
     let before = pool.persistent().unwrap();
     let held = hold_free_pages();
@@ -205,12 +206,7 @@ fn hold_free_pages() -> (vmemsim_sim::real::pool::HugePool, std::fs::File, usize
 /// says so, one line each. A second cleanup finds nothing.
 #[test]
 fn cleanup_repairs_leftovers_of_processes_that_are_gone() {
-    if !is_root() {
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "CI=true runs as root, but this process is not root");
-        eprintln!("skipping: not root");
-        return;
-    }
-    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(_serial) = root_or_skip() else { return };
     let pool = PoolDir::for_page_size(2 << 20);
     let before = pool.persistent().unwrap();
     let mut gone = Command::new("true").spawn().unwrap();
