@@ -3,8 +3,8 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::io::BufReader;
-use std::path::{Path, PathBuf};
+use std::io::{BufReader, Seek, SeekFrom};
+use std::path::Path;
 
 use serde_json::{Map, Value};
 use vmemsim_model::config::HostFacts;
@@ -18,20 +18,22 @@ use vmemsim_model::{Backend, BackendKind, Bytes, Capacity, DeviceConfig, Machine
 
 use crate::error::SimError;
 
-/// All events of a stream file (`-`: standard input, spooled to a temporary file first so the
-/// VM description at the end can be found).
+/// Copies standard input into an anonymous memory file (memfd) and rewinds it: seekable, so
+/// the VM description at the end can be found, and named nowhere on disk, so a signal leaves
+/// nothing behind.
+fn spool_stdin() -> std::io::Result<File> {
+    let fd = rustix::fs::memfd_create("vmemsim-stdin", rustix::fs::MemfdFlags::CLOEXEC)?;
+    let mut f = File::from(fd);
+    std::io::copy(&mut std::io::stdin().lock(), &mut f)?;
+    f.seek(SeekFrom::Start(0))?;
+    Ok(f)
+}
+
+/// All events of a stream file (`-`: standard input, through [`spool_stdin`]).
 pub fn read_events(path: &Path) -> Result<Vec<Event>, SimError> {
     let err = |e: vmemsim_model::wire::WireError| SimError::Stream { path: path.to_path_buf(), message: e.to_string() };
     let io = |e: std::io::Error| SimError::Read { path: path.to_path_buf(), source: e };
-    let (_spool, file): (Option<crate::real::mounts::TempDir>, PathBuf) = if path == Path::new("-") {
-        let dir = crate::real::mounts::TempDir::new("stdin").map_err(io)?;
-        let file = dir.path().join("stream");
-        std::io::copy(&mut std::io::stdin().lock(), &mut File::create(&file).map_err(io)?).map_err(io)?;
-        (Some(dir), file)
-    } else {
-        (None, path.to_path_buf())
-    };
-    let mut f = File::open(&file).map_err(io)?;
+    let mut f = if path == Path::new("-") { spool_stdin().map_err(io)? } else { File::open(path).map_err(io)? };
     let vmdesc = find_vmdesc(&mut f).map_err(err)?;
     let mut d = Decoder::new(BufReader::with_capacity(1 << 20, f), vmdesc);
     let mut out = Vec::new();

@@ -122,3 +122,32 @@ fn a_missing_footer_is_found_in_linear_time_and_named_escaped() {
     assert!(err.contains(r"the footer of section 'evil\u{1b}[2J' (started at byte 23)"), "{err}");
     assert!(!err.contains('\u{1b}'), "{err}");
 }
+
+#[test]
+fn standard_input_is_spooled_to_a_memfd_not_a_file() {
+    let tmp = std::env::temp_dir().join(format!("vmemsim-stdin-tmpdir-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let bytes = Bytes::header("pc-q35-9.2").ram_setup(&blocks()).early(51, "0000:00:03.0", 0x1_4000_0000, 16 * MIB, 2 * MIB, &[5]).zero_pages(["0000:00:03.0/mem0"]).end(None);
+    let mut child = Command::new(EXE).args(["analyze", "-", "--summary"]).env("TMPDIR", &tmp).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    std::io::Write::write_all(&mut stdin, &bytes[..20]).unwrap();
+    // While standard input is still open, the spool exists: as a memfd, not in TMPDIR.
+    let fds = format!("/proc/{}/fd", child.id());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let memfd = loop {
+        let links: Vec<String> = std::fs::read_dir(&fds).unwrap().filter_map(|e| std::fs::read_link(e.ok()?.path()).ok()).map(|l| l.display().to_string()).collect();
+        if let Some(l) = links.iter().find(|l| l.starts_with("/memfd:vmemsim-stdin") || l.starts_with(tmp.to_str().unwrap())) {
+            break l.clone();
+        }
+        assert!(Instant::now() < deadline, "no spool among {links:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(memfd.starts_with("/memfd:vmemsim-stdin"), "spooled to {memfd}");
+    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0, "nothing named in TMPDIR");
+    std::io::Write::write_all(&mut stdin, &bytes[20..]).unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("virtio-mem 0000:00:03.0: memaddr 0x140000000"));
+    std::fs::remove_dir_all(&tmp).unwrap();
+}
