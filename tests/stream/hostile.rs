@@ -151,3 +151,39 @@ fn standard_input_is_spooled_to_a_memfd_not_a_file() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("virtio-mem 0000:00:03.0: memaddr 0x140000000"));
     std::fs::remove_dir_all(&tmp).unwrap();
 }
+
+/// A scenario whose stream holds `data` of guest data pages (4 KiB each on the wire).
+pub fn big_stream_scenario(data: &str) -> String {
+    format!(
+        r#"name = "encode: a stream larger than the memory the encoder may use"
+[source]
+machine = "q35"
+backend = {{ kind = "memfd" }}
+[destination]
+backend = {{ kind = "memfd" }}
+[[device]]
+id = "vmem0"
+pci = "0000:00:03.0"
+memdev = "mem0"
+memaddr = "0x100000000"
+region = "1G"
+block_size = "2M"
+requested = "{data}"
+[[guest.data]]
+device = "vmem0"
+offset = "0"
+len = "{data}"
+"#
+    )
+}
+
+#[test]
+fn encode_streams_to_its_output_in_bounded_memory() {
+    // 512 MiB of pages under a 256 MiB address-space limit: only a streaming encoder fits.
+    let scenario = file("big.toml", big_stream_scenario("512M").as_bytes());
+    let script = r#"ulimit -v 262144 && exec "$0" encode "$1" - | wc -c"#;
+    let out = Command::new("sh").arg("-c").arg(script).arg(EXE).arg(&scenario).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let n: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    assert!(n > 512 * MIB, "{n} bytes");
+}
