@@ -242,6 +242,16 @@ impl<H: HostMemory> Destination<H> {
         Ok(())
     }
 
+    /// The device whose plug state `item` loads (an early or late section), if any: the only
+    /// items that change a device's plug state.
+    pub fn device_of(&self, item: &Item) -> Option<usize> {
+        match item {
+            Item::Early(e) => self.find_device(&e.idstr, true),
+            Item::Late(l) => self.find_device(&l.idstr, false),
+            _ => None,
+        }
+    }
+
     fn find_device(&self, idstr: &str, early: bool) -> Option<usize> {
         if early { self.early_ids.get(idstr) } else { self.late_ids.get(idstr) }.copied()
     }
