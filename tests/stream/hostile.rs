@@ -187,3 +187,13 @@ fn encode_streams_to_its_output_in_bounded_memory() {
     let n: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
     assert!(n > 512 * MIB, "{n} bytes");
 }
+
+#[test]
+fn encode_refuses_a_name_too_long_for_the_stream() {
+    let text = big_stream_scenario("4M").replace("memdev = \"mem0\"", &format!("memdev = \"{}\"", "m".repeat(130)));
+    let scenario = file("long-name.toml", text.as_bytes());
+    let out_file = scenario.with_extension("mig");
+    let (o, _) = run(&["encode".as_ref(), scenario.as_os_str(), out_file.as_os_str()], Duration::from_secs(30));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("has 143 bytes: a stream's names hold at most 127"), "{}", stderr(&o));
+}

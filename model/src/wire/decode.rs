@@ -44,8 +44,9 @@ pub struct Decoder<R: Read> {
     blocks: Vec<(String, u64)>,
     /// Block name → index in `blocks` (the first of a name), so lookup is O(1) per record.
     block_index: HashMap<String, usize>,
-    /// The early sections seen, by idstr: each may come once.
+    /// The early sections seen, by idstr: each may come once; and whether the ram setup came.
     early_seen: HashSet<String>,
+    ram_setup_seen: bool,
     /// The end of the input, when known (a sub-decoder over one section's bytes): bounds what
     /// an `array_len` may ask for.
     limit: Option<u64>,
@@ -79,6 +80,7 @@ impl<R: Read> Decoder<R> {
             blocks: Vec::new(),
             block_index: HashMap::new(),
             early_seen: HashSet::new(),
+            ram_setup_seen: false,
             limit: None,
             current: None,
             pending: None,
@@ -339,7 +341,7 @@ impl<R: Read> Decoder<R> {
             // ram_save_setup sends the block list once; a second list would rename the blocks
             // the pages already named. QEMU's ram_load_precopy would look each name up again
             // [INF]; the model refuses it here, where the offset is known.
-            if !self.block_index.is_empty() || !self.blocks.is_empty() {
+            if std::mem::replace(&mut self.ram_setup_seen, true) {
                 return Err(WireError::Repeated { offset: at, idstr, instance, why: "the RAM block list is sent once, in the first START section of ram (ram_save_setup)" });
             }
             let size_at = self.offset;
