@@ -23,21 +23,37 @@ pub fn device_memory_base(main_ram: Bytes) -> u128 {
     (ABOVE_4G_START + above).div_ceil(GIB) * GIB
 }
 
+/// The size of device memory as QEMU prints it: `maxmem - ram_size` (plus 1 GiB per `slots`,
+/// none here). Scenarios give no `maxmem`; the model takes the conformance runner's
+/// (sim/src/conformance/vm.rs): `-m` + the devices' regions + 1 GiB, so the size is the regions
+/// + 1 GiB.
+pub fn device_memory_size(devices: &[DeviceConfig]) -> u128 {
+    devices.iter().map(|d| d.region_size.0 as u128).sum::<u128>() + GIB
+}
+
 /// The memory devices placed so far, by address: `memory_device_build_list` keeps them sorted.
-#[derive(Default)]
 pub struct Placed<'a> {
+    base: u128,
+    size: u128,
     by_addr: BTreeMap<(u128, usize), (u128, &'a str)>,
 }
 
 impl<'a> Placed<'a> {
+    /// Device memory at `base` of `size` bytes (printed in errors), nothing placed yet.
+    pub fn new(base: u128, size: u128) -> Placed<'a> {
+        Placed { base, size, by_addr: BTreeMap::new() }
+    }
+
     /// `memory_device_get_free_addr` (hw/mem/memory-device.c) with `memaddr` as the hint: the
     /// range must start inside device memory and overlap no device placed before it (the first
-    /// in address order is named). QEMU's error text; the end of device memory (`maxmem`) is
-    /// not modelled.
-    pub fn place(&mut self, dev: &'a DeviceConfig, base: u128) -> Result<(), String> {
-        let (addr, size) = (dev.memaddr.0 as u128, dev.region_size.0 as u128);
+    /// in address order is named). QEMU's error text since the range helpers (`range_init`,
+    /// `range_contains_range`); QEMU 3.x said "... before 0x...". Only the start of device
+    /// memory is enforced: its end depends on a `maxmem` that scenarios do not give.
+    pub fn place(&mut self, dev: &'a DeviceConfig) -> Result<(), String> {
+        let (addr, size, base) = (dev.memaddr.0 as u128, dev.region_size.0 as u128, self.base);
         if addr < base {
-            return Err(format!("can't add memory device [0x{addr:x}:0x{size:x}] before 0x{base:x}"));
+            let devmem = self.size;
+            return Err(format!("can't add memory device [0x{addr:x}:0x{size:x}], usable range for memory devices [0x{base:x}:0x{devmem:x}]"));
         }
         // The placed ranges are disjoint, so the first overlapping one in address order is the
         // one starting at or below `addr` (if it reaches past `addr`), else the first starting
@@ -69,16 +85,19 @@ mod tests {
         assert_eq!(device_memory_base(Bytes::gib(4)), 5 * GIB, "the seed's -m 4G: memaddr 0x140000000 fits");
         assert_eq!(device_memory_base(Bytes::gib(8)), 9 * GIB);
         let d = dev("vmem0", 0x1_0000_0000, Bytes::gib(1));
-        assert_eq!(Placed::default().place(&d, device_memory_base(Bytes::gib(8))), Err("can't add memory device [0x100000000:0x40000000] before 0x240000000".into()));
+        let size = device_memory_size(std::slice::from_ref(&d));
+        assert_eq!(size, 2 * GIB);
+        let mut p = Placed::new(device_memory_base(Bytes::gib(8)), size);
+        assert_eq!(p.place(&d), Err("can't add memory device [0x100000000:0x40000000], usable range for memory devices [0x240000000:0x80000000]".into()));
     }
 
     #[test]
     fn overlaps_name_the_first_device_in_address_order() {
         let (a, b) = (dev("a", 0x2_0000_0000, Bytes::gib(1)), dev("b", 0x1_0000_0000, Bytes::gib(1)));
-        let mut p = Placed::default();
-        p.place(&a, 4 * GIB).unwrap();
-        p.place(&b, 4 * GIB).unwrap();
-        let conflict = |addr, size| Placed::place(&mut Placed { by_addr: p.by_addr.clone() }, &dev("c", addr, size), 4 * GIB);
+        let mut p = Placed::new(4 * GIB, 3 * GIB);
+        p.place(&a).unwrap();
+        p.place(&b).unwrap();
+        let conflict = |addr, size| Placed { by_addr: p.by_addr.clone(), ..Placed::new(4 * GIB, 3 * GIB) }.place(&dev("c", addr, size));
         assert_eq!(conflict(0x1_0000_0000, Bytes::gib(1)), Err("address range conflicts with memory device id='b'".into()));
         assert_eq!(conflict(0x1_3fe0_0000, Bytes::gib(4)), Err("address range conflicts with memory device id='b'".into()));
         assert_eq!(conflict(0x1_8000_0000, Bytes::gib(4)), Err("address range conflicts with memory device id='a'".into()));

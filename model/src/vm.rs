@@ -100,10 +100,10 @@ impl<H: HostMemory> Vm<H> {
         // (memory_device_pre_plug runs in the machine's pre_plug hook, before the device's
         // realize), against main RAM and the devices before it.
         let base = crate::memory_device::device_memory_base(cfg.main_ram);
-        let mut placed = crate::memory_device::Placed::default();
+        let mut placed = crate::memory_device::Placed::new(base, crate::memory_device::device_memory_size(&cfg.devices));
         let mut realized = Vec::with_capacity(cfg.devices.len());
         for d in &cfg.devices {
-            placed.place(d, base).map_err(|message| ModelError::Realize { device: d.id.clone(), message })?;
+            placed.place(d).map_err(|message| ModelError::Realize { device: d.id.clone(), message })?;
             realized.push(d.realize(&cfg.machine, &cfg.backend, &cfg.facts)?);
         }
         let mut blocks = Vec::new();
