@@ -94,7 +94,7 @@ pub fn summary(events: &[Event]) -> String {
             Event::RamSetup { blocks, .. } => {
                 s += "RAM blocks:\n";
                 for (n, l) in blocks {
-                    s += &format!("  {n}: {}\n", Bytes(*l));
+                    s += &format!("  {}: {}\n", escaped(n), Bytes(*l));
                     rows.entry(n.clone()).or_insert(pages.len());
                     pages.push((n.clone(), 0, 0));
                 }
@@ -103,7 +103,7 @@ pub fn summary(events: &[Event]) -> String {
                 let runs: Vec<_> = state.plug.plugged_runs().collect();
                 s += &format!(
                     "virtio-mem {}: memaddr {}, region {}, block {}, node {}, plugged {} in {} run(s)\n",
-                    idstr.trim_end_matches("/virtio-mem-device-early"),
+                    escaped(idstr.trim_end_matches("/virtio-mem-device-early")),
                     state.sanity.addr,
                     state.sanity.region_size,
                     state.sanity.block_size,
@@ -136,7 +136,7 @@ pub fn summary(events: &[Event]) -> String {
     }
     s += "pages in the stream:\n";
     for (n, normal, zero) in pages {
-        s += &format!("  {n}: {normal} normal, {zero} zero\n");
+        s += &format!("  {}: {normal} normal, {zero} zero\n", escaped(&n));
     }
     s
 }

@@ -197,3 +197,15 @@ fn encode_refuses_a_name_too_long_for_the_stream() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("has 143 bytes: a stream's names hold at most 127"), "{}", stderr(&o));
 }
+
+#[test]
+fn preflight_on_events_from_elsewhere_errs_instead_of_panicking() {
+    use vmemsim_model::host::PageKind;
+    use vmemsim_model::wire::decode::Event;
+    let bytes = Bytes::header("pc-q35-9.2").ram_setup(&blocks()).early(51, "0000:00:03.0", 0x1_4000_0000, 16 * MIB, 2 * MIB, &[5]).end(None);
+    let mut events = vmemsim_sim::stream::events_of(&bytes).unwrap();
+    events.insert(events.len() - 1, Event::RamPages { block: "nowhere\n".into(), offset: 0, pages: 1, kind: PageKind::Zero });
+    let backend = vmemsim_sim::stream::backend_of("memfd", "unlimited").unwrap();
+    let e = vmemsim_sim::stream::preflight(&events, backend, true, None).unwrap_err();
+    assert_eq!(e, "RAM pages of block 'nowhere\\n', which the setup section does not list");
+}
