@@ -104,7 +104,7 @@ fn decoder(c: &mut Criterion) {
     assert_eq!(src.guest_plug_size(0, plugged, false), None);
     let plan = Plan { data: vec![GuestRange { device: 0, offset: Bytes::ZERO, len: plugged }], ..Plan::default() };
     let path = std::env::temp_dir().join(format!("vmemsim-bench-{}.mig", std::process::id()));
-    encode_precopy(&src, &plan, std::io::BufWriter::new(std::fs::File::create(&path).expect("a temp file"))).expect("encodes");
+    encode_precopy(&src, &plan, &mut std::fs::File::create(&path).expect("a temp file")).expect("encodes");
     let len = std::fs::metadata(&path).expect("written").len();
     let mut g = c.benchmark_group("wire/decode");
     g.sample_size(10).sampling_mode(SamplingMode::Flat).warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(1));

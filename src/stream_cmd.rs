@@ -1,6 +1,5 @@
 //! `vmemsim analyze`, `vmemsim preflight` and `vmemsim encode`.
 
-use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -42,12 +41,13 @@ pub fn encode(scenario: &Path, output: &Path) -> Result<ExitCode, String> {
     if b.plan.is_postcopy() {
         return Err(format!("{}: only precopy streams are written (a postcopy stream is never a file)", scenario.display()));
     }
-    let mut bytes = Vec::new();
-    encode_precopy(&b.source, &b.plan, &mut bytes).map_err(|e| e.to_string())?;
-    if output == Path::new("-") {
-        std::io::stdout().lock().write_all(&bytes).map_err(|e| e.to_string())?;
+    // Straight to the file or standard output: the stream can be far larger than memory.
+    let written = if output == Path::new("-") {
+        encode_precopy(&b.source, &b.plan, &mut std::io::stdout().lock())
     } else {
-        std::fs::write(output, &bytes).map_err(|e| format!("{}: {e}", output.display()))?;
-    }
+        let mut f = std::fs::File::create(output).map_err(|e| format!("{}: {e}", output.display()))?;
+        encode_precopy(&b.source, &b.plan, &mut f)
+    };
+    written.map_err(|e| format!("{}: {e}", output.display()))?;
     Ok(ExitCode::SUCCESS)
 }

@@ -118,3 +118,31 @@ fn the_cli_prints_the_seed_outcome() {
     assert!(stdout.contains("outcome: failed gracefully (exit status 1) at early section '0000:00:03.0/virtio-mem-device-early'"), "{stdout}");
     assert!(stdout.contains("expectation: met"), "{stdout}");
 }
+
+#[test]
+fn plugged_blocks_that_overflow_name_the_device_and_field() {
+    for runs in ["[[18446744073709551615, 2]]", "[[2, 18446744073709551615]]", "[[0, 513]]"] {
+        let text = format!("{GOOD}plugged_blocks = {runs}\n");
+        match parse(Path::new("t.toml"), &text).and_then(|l| build(&l).map(|_| ())) {
+            Err(SimError::Invalid { line, field, message, .. }) => {
+                assert_eq!((line, field.as_str()), (7, "device.plugged_blocks"), "{runs}");
+                assert!(message.contains("of vmem0 does not fit the region's 512 blocks"), "{runs}: {message}");
+            }
+            other => panic!("{runs}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn devices_that_overlap_or_sit_on_main_ram_get_qemus_words() {
+    let second = GOOD[GOOD.find("[[device]]").unwrap()..].replace("vmem0", "vmem1").replace("03.0", "04.0");
+    let e = error(&format!("{GOOD}{second}"));
+    assert!(e.contains("-device virtio-mem-pci,id=vmem1: address range conflicts with memory device id='vmem0'"), "{e}");
+    let e = error(&format!("{GOOD}{}", second.replace("0x100000000", "0x120000000")));
+    assert!(e.contains("address range conflicts with memory device id='vmem0'"), "{e}");
+    let e = error(&GOOD.replace("machine = \"q35\"", "machine = \"q35\"\nmain_ram = \"8G\""));
+    assert!(e.contains("-device virtio-mem-pci,id=vmem0: can't add memory device [0x100000000:0x40000000], usable range for memory devices [0x240000000:0x80000000]"), "{e}");
+    // Next to each other is fine.
+    let l = parse(Path::new("t.toml"), &format!("{GOOD}{}", second.replace("0x100000000", "0x140000000"))).unwrap();
+    build(&l).unwrap();
+}

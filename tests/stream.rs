@@ -1,6 +1,8 @@
 //! `vmemsim encode`, `analyze` and `preflight` end to end, through the binary.
 
 mod common;
+#[path = "stream/hostile.rs"]
+mod hostile;
 
 use std::process::{Command, Stdio};
 

@@ -8,6 +8,7 @@ pub mod device;
 pub mod error;
 pub mod host;
 pub mod machine;
+pub mod memory_device;
 pub mod migration;
 pub mod model_memory;
 pub mod plug_map;

@@ -96,8 +96,16 @@ impl<H: HostMemory> Vm<H> {
         mut host: H,
         mut add: impl FnMut(&mut H, &str, Backend, Bytes, Pool) -> RamBlockId,
     ) -> Result<Vm<H>, ModelError> {
-        // Realize every device first: a refused device starts nothing.
-        let realized: Vec<_> = cfg.devices.iter().map(|d| d.realize(&cfg.machine, &cfg.backend, &cfg.facts)).collect::<Result<_, _>>()?;
+        // Realize every device first: a refused device starts nothing. Each is placed first
+        // (memory_device_pre_plug runs in the machine's pre_plug hook, before the device's
+        // realize), against main RAM and the devices before it.
+        let base = crate::memory_device::device_memory_base(cfg.main_ram);
+        let mut placed = crate::memory_device::Placed::new(base, crate::memory_device::device_memory_size(&cfg.devices));
+        let mut realized = Vec::with_capacity(cfg.devices.len());
+        for d in &cfg.devices {
+            placed.place(d).map_err(|message| ModelError::Realize { device: d.id.clone(), message })?;
+            realized.push(d.realize(&cfg.machine, &cfg.backend, &cfg.facts)?);
+        }
         let mut blocks = Vec::new();
         if !cfg.main_ram.is_zero() {
             let id = add(&mut host, MAIN_RAM, Backend::unlimited(BackendKind::PrivateAnonymous), cfg.main_ram, Pool::Main);
@@ -131,17 +139,20 @@ impl<H: HostMemory> Vm<H> {
 
     /// The guest driver plugs `count` blocks from `first` on, in requests of at most
     /// `u16::MAX` blocks (the request's `nb_blocks` is a le16). Returns the first response
-    /// that is not ACK, if any.
+    /// that is not ACK, if any. A range whose address overflows is answered ERROR without a
+    /// request, as `virtio_mem_valid_range` would answer a range outside the region.
     pub fn guest_plug(&mut self, dev: usize, first: BlockIndex, count: BlockCount, busy: bool) -> Option<Response> {
         let bs = self.devices[dev].block_size();
         let mut next = first.0;
-        let end = first.0.checked_add(count.0).expect("block range overflows");
+        let Some(end) = first.0.checked_add(count.0) else {
+            return Some(Response::Error);
+        };
         while next < end {
             let n = (end - next).min(u16::MAX as u64) as u16;
-            let addr = self.devices[dev]
-                .addr()
-                .checked_add(BlockIndex(next).offset(bs).expect("block inside region"))
-                .expect("address inside region");
+            let addr = BlockIndex(next).offset(bs).and_then(|off| self.devices[dev].addr().checked_add(off));
+            let Some(addr) = addr else {
+                return Some(Response::Error);
+            };
             let resp = self.request(dev, Request::Plug { addr, nb_blocks: n }, busy);
             if resp != Response::Ack {
                 return Some(resp);

@@ -199,7 +199,7 @@ proptest! {
         bytes.truncate(cut.max(1));
         match events(&bytes) {
             Ok(_) => {}
-            Err(WireError::Truncated { offset, .. }) | Err(WireError::Unexpected { offset, .. }) | Err(WireError::UnknownSection { offset, .. }) | Err(WireError::BadJson { offset, .. }) => {
+            Err(WireError::Truncated { offset, .. }) | Err(WireError::Unexpected { offset, .. }) | Err(WireError::UnknownSection { offset, .. }) | Err(WireError::BadJson { offset, .. }) | Err(WireError::Repeated { offset, .. }) => {
                 prop_assert!(offset <= bytes.len() as u64);
             }
             Err(WireError::Io(e)) => prop_assert!(false, "no I/O error from memory: {}", e),

@@ -271,7 +271,12 @@ fn plug_source(l: &Loaded, source: &mut Vm) -> Result<(), SimError> {
             (Some(_), Some(_)) => return Err(l.invalid(at, "device.plugged", "give either plugged or plugged_blocks, not both")),
             (Some(runs), None) => {
                 let mut bad = None;
+                let nblocks = source.devices[i].region_size().blocks(source.devices[i].block_size()).0;
                 for [first, count] in runs {
+                    if first.checked_add(*count).is_none_or(|end| end > nblocks) {
+                        let why = format!("run [{first}, {count}] of {} does not fit the region's {nblocks} blocks", d.id);
+                        return Err(l.invalid(at, "device.plugged_blocks", why));
+                    }
                     if let Some(r) = source.guest_plug(i, BlockIndex(*first), BlockCount(*count), false) {
                         bad = Some(r);
                         break;

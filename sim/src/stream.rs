@@ -1,9 +1,10 @@
 //! `vmemsim analyze` and `vmemsim preflight`: what a migration stream holds, and what a
 //! destination with a given backend would do with it.
 
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::io::BufReader;
-use std::path::{Path, PathBuf};
+use std::io::{BufReader, Seek, SeekFrom};
+use std::path::Path;
 
 use serde_json::{Map, Value};
 use vmemsim_model::config::HostFacts;
@@ -12,24 +13,27 @@ use vmemsim_model::migration::destination::Destination;
 use vmemsim_model::migration::drive::feed;
 use vmemsim_model::migration::item::{EarlySection, Item};
 use vmemsim_model::wire::decode::{find_vmdesc, Decoder, Event};
+use vmemsim_model::wire::escaped;
 use vmemsim_model::{Backend, BackendKind, Bytes, Capacity, DeviceConfig, MachineType, Outcome, Plan, Variant, Vm, VmConfig};
 
 use crate::error::SimError;
 
-/// All events of a stream file (`-`: standard input, spooled to a temporary file first so the
-/// VM description at the end can be found).
+/// Copies standard input into an anonymous memory file (memfd) and rewinds it: seekable, so
+/// the VM description at the end can be found, and named nowhere on disk, so a signal leaves
+/// nothing behind.
+fn spool_stdin() -> std::io::Result<File> {
+    let fd = rustix::fs::memfd_create("vmemsim-stdin", rustix::fs::MemfdFlags::CLOEXEC)?;
+    let mut f = File::from(fd);
+    std::io::copy(&mut std::io::stdin().lock(), &mut f)?;
+    f.seek(SeekFrom::Start(0))?;
+    Ok(f)
+}
+
+/// All events of a stream file (`-`: standard input, through [`spool_stdin`]).
 pub fn read_events(path: &Path) -> Result<Vec<Event>, SimError> {
     let err = |e: vmemsim_model::wire::WireError| SimError::Stream { path: path.to_path_buf(), message: e.to_string() };
     let io = |e: std::io::Error| SimError::Read { path: path.to_path_buf(), source: e };
-    let (_spool, file): (Option<crate::real::mounts::TempDir>, PathBuf) = if path == Path::new("-") {
-        let dir = crate::real::mounts::TempDir::new("stdin").map_err(io)?;
-        let file = dir.path().join("stream");
-        std::io::copy(&mut std::io::stdin().lock(), &mut File::create(&file).map_err(io)?).map_err(io)?;
-        (Some(dir), file)
-    } else {
-        (None, path.to_path_buf())
-    };
-    let mut f = File::open(&file).map_err(io)?;
+    let mut f = if path == Path::new("-") { spool_stdin().map_err(io)? } else { File::open(path).map_err(io)? };
     let vmdesc = find_vmdesc(&mut f).map_err(err)?;
     let mut d = Decoder::new(BufReader::with_capacity(1 << 20, f), vmdesc);
     let mut out = Vec::new();
@@ -82,13 +86,16 @@ pub fn pretty(v: &Value) -> String {
 pub fn summary(events: &[Event]) -> String {
     let mut s = String::new();
     let mut pages: Vec<(String, u64, u64)> = Vec::new();
+    // Block name → its row in `pages` (the first of a name): one lookup per page run.
+    let mut rows: HashMap<String, usize> = HashMap::new();
     for e in events {
         match e {
             Event::Configuration { machine } => s += &format!("machine type: {machine}\n"),
             Event::RamSetup { blocks, .. } => {
                 s += "RAM blocks:\n";
                 for (n, l) in blocks {
-                    s += &format!("  {n}: {}\n", Bytes(*l));
+                    s += &format!("  {}: {}\n", escaped(n), Bytes(*l));
+                    rows.entry(n.clone()).or_insert(pages.len());
                     pages.push((n.clone(), 0, 0));
                 }
             }
@@ -96,7 +103,7 @@ pub fn summary(events: &[Event]) -> String {
                 let runs: Vec<_> = state.plug.plugged_runs().collect();
                 s += &format!(
                     "virtio-mem {}: memaddr {}, region {}, block {}, node {}, plugged {} in {} run(s)\n",
-                    idstr.trim_end_matches("/virtio-mem-device-early"),
+                    escaped(idstr.trim_end_matches("/virtio-mem-device-early")),
                     state.sanity.addr,
                     state.sanity.region_size,
                     state.sanity.block_size,
@@ -113,7 +120,7 @@ pub fn summary(events: &[Event]) -> String {
                 }
             }
             Event::RamPages { block, pages: n, kind, .. } => {
-                if let Some(p) = pages.iter_mut().find(|p| p.0 == *block) {
+                if let Some(p) = rows.get(block).map(|&i| &mut pages[i]) {
                     if *kind == PageKind::Normal {
                         p.1 += n;
                     } else {
@@ -129,7 +136,7 @@ pub fn summary(events: &[Event]) -> String {
     }
     s += "pages in the stream:\n";
     for (n, normal, zero) in pages {
-        s += &format!("  {n}: {normal} normal, {zero} zero\n");
+        s += &format!("  {}: {normal} normal, {zero} zero\n", escaped(&n));
     }
     s
 }
@@ -157,11 +164,25 @@ pub fn preflight(events: &[Event], backend: Backend, prealloc: bool, machine: Op
     });
     let blocks = blocks.ok_or("the stream has no RAM setup section")?;
     let early: Vec<&Event> = events.iter().filter(|e| matches!(e, Event::Early { .. })).collect();
+    // A device's RAM block is `<pci>/<memdev>`: index the blocks by the part before the first
+    // '/' that some early section names, the first block of each (one pass, not one per device).
+    let pcis: HashSet<&str> = early.iter().filter_map(|e| match e {
+        Event::Early { idstr, .. } => Some(idstr.trim_end_matches("/virtio-mem-device-early")),
+        _ => None,
+    }).collect();
+    let mut memdev_of: HashMap<&str, &str> = HashMap::new();
+    for (n, _) in &blocks {
+        for (i, _) in n.match_indices('/') {
+            if pcis.contains(&n[..i]) {
+                memdev_of.entry(&n[..i]).or_insert(&n[i + 1..]);
+            }
+        }
+    }
     let mut devices = Vec::new();
     for e in &early {
         let Event::Early { idstr, state, .. } = e else { unreachable!() };
         let pci = idstr.trim_end_matches("/virtio-mem-device-early").to_string();
-        let memdev = blocks.iter().find_map(|(n, _)| n.strip_prefix(&format!("{pci}/"))).ok_or(format!("no RAM block for {pci}"))?.to_string();
+        let memdev = memdev_of.get(pci.as_str()).ok_or_else(|| format!("no RAM block for {}", escaped(&pci)))?.to_string();
         devices.push(DeviceConfig {
             id: format!("vmem{}", devices.len()),
             pci,
@@ -183,7 +204,8 @@ pub fn preflight(events: &[Event], backend: Backend, prealloc: bool, machine: Op
         Event::Early { state, .. } if state.sanity.node > 0 => Some(state.sanity.node),
         _ => None,
     }).max();
-    let others: Vec<(String, Bytes)> = blocks.iter().filter(|(n, _)| !devices.iter().any(|d| n == &d.ram_block_name())).map(|(n, l)| (n.clone(), Bytes(*l))).collect();
+    let device_blocks: HashSet<String> = devices.iter().map(DeviceConfig::ram_block_name).collect();
+    let others: Vec<(String, Bytes)> = blocks.iter().filter(|(n, _)| !device_blocks.contains(n)).map(|(n, l)| (n.clone(), Bytes(*l))).collect();
     let main = others.iter().find(|(n, _)| n == vmemsim_model::vm::MAIN_RAM).map_or(0, |(_, l)| l.0);
     let extra_ram: Vec<(String, Bytes)> = others.into_iter().filter(|(n, _)| n != vmemsim_model::vm::MAIN_RAM).collect();
     let cfg = VmConfig {
@@ -197,7 +219,10 @@ pub fn preflight(events: &[Event], backend: Backend, prealloc: bool, machine: Op
         variant: Variant::Faithful,
     };
     let (vm, _) = Vm::realize(&cfg).map_err(|e| e.to_string())?;
-    let stream_blocks: Vec<String> = blocks.iter().map(|b| b.0.clone()).collect();
+    let mut stream_blocks: HashMap<&str, usize> = HashMap::new();
+    for (i, (n, _)) in blocks.iter().enumerate() {
+        stream_blocks.entry(n.as_str()).or_insert(i);
+    }
     let mut items = vec![Item::Header { machine: machine.clone() }, Item::RamSetup { blocks: blocks.iter().map(|(n, l)| (n.clone(), Bytes(*l))).collect() }];
     let mut needed = 0u64;
     for e in events {
@@ -207,7 +232,9 @@ pub fn preflight(events: &[Event], backend: Backend, prealloc: bool, machine: Op
                 items.push(Item::Early(Box::new(EarlySection { idstr: idstr.clone(), state: state.clone() })));
             }
             Event::RamPages { block, offset, pages, kind } => {
-                let b = stream_blocks.iter().position(|n| n == block).expect("decoded blocks come from the setup section");
+                // The decoder refuses a second setup section and names outside the first, so this
+                // holds for its output; events from elsewhere get an error, not a panic.
+                let b = *stream_blocks.get(block.as_str()).ok_or_else(|| format!("RAM pages of block '{}', which the setup section does not list", escaped(block)))?;
                 items.push(Item::Ram { block: b, offset: Bytes(*offset), len: Bytes(pages * 4096), kind: *kind });
             }
             Event::Command { cmd: 11, .. } => items.push(Item::SwitchoverStart),

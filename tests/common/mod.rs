@@ -1,6 +1,8 @@
 #![allow(dead_code)]
 //! Helpers shared by the integration tests.
 
+pub mod bytes;
+
 use std::path::{Path, PathBuf};
 
 /// Every scenario file under `scenarios/`, sorted.

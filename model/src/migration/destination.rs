@@ -3,6 +3,8 @@
 //! `ram_load`, migration/ram.c; `virtio_mem_post_load_early` / `virtio_mem_post_load`,
 //! hw/virtio/virtio-mem.c).
 
+use std::collections::HashMap;
+
 use crate::device::VirtioMem;
 use crate::host::{Errno, HostMemory};
 use crate::migration::item::{EarlySection, Item, LateSection, PlugState};
@@ -47,6 +49,10 @@ pub struct Destination<H: HostMemory> {
     /// How many of the VM's own lines (realize, request warnings) were already copied.
     vm_lines_seen: usize,
     eof: bool,
+    /// idstr → device, for the early and the late sections (the first device of an idstr):
+    /// one lookup per section, whatever the number of devices.
+    early_ids: HashMap<String, usize>,
+    late_ids: HashMap<String, usize>,
 }
 
 fn section_error(idstr: &str) -> String {
@@ -64,7 +70,17 @@ impl<H: HostMemory> Destination<H> {
         let received: Vec<RangeSet> = vm.blocks.iter().map(|_| RangeSet::new()).collect();
         let lines = vm.lines.clone();
         let vm_lines_seen = lines.len();
+        let mut early_ids = HashMap::new();
+        let mut late_ids = HashMap::new();
+        for (i, d) in vm.devices.iter().enumerate() {
+            if d.early_migration() {
+                early_ids.entry(d.early_idstr()).or_insert(i);
+            }
+            late_ids.entry(d.late_idstr()).or_insert(i);
+        }
         Destination {
+            early_ids,
+            late_ids,
             vm,
             postcopy: PostcopyState::None,
             header_seen: false,
@@ -196,8 +212,12 @@ impl<H: HostMemory> Destination<H> {
     /// `parse_ramblocks` (migration/ram.c): every block must exist with the same length.
     fn ram_setup(&mut self, blocks: &[(String, Bytes)]) -> Result<(), Outcome> {
         let mut map = Vec::with_capacity(blocks.len());
+        let mut local_of: HashMap<&str, usize> = HashMap::with_capacity(self.vm.blocks.len());
+        for (i, b) in self.vm.blocks.iter().enumerate() {
+            local_of.entry(b.name.as_str()).or_insert(i);
+        }
         for (name, len) in blocks {
-            let Some(local) = self.vm.blocks.iter().position(|b| &b.name == name) else {
+            let Some(local) = local_of.get(name.as_str()).copied() else {
                 let l = vec![
                     format!("Unknown ramblock \"{name}\", cannot accept migration"),
                     section_error("ram"),
@@ -222,14 +242,18 @@ impl<H: HostMemory> Destination<H> {
         Ok(())
     }
 
+    /// The device whose plug state `item` loads (an early or late section), if any: the only
+    /// items that change a device's plug state.
+    pub fn device_of(&self, item: &Item) -> Option<usize> {
+        match item {
+            Item::Early(e) => self.find_device(&e.idstr, true),
+            Item::Late(l) => self.find_device(&l.idstr, false),
+            _ => None,
+        }
+    }
+
     fn find_device(&self, idstr: &str, early: bool) -> Option<usize> {
-        self.vm.devices.iter().position(|d| {
-            if early {
-                d.early_migration() && d.early_idstr() == idstr
-            } else {
-                d.late_idstr() == idstr
-            }
-        })
+        if early { self.early_ids.get(idstr) } else { self.late_ids.get(idstr) }.copied()
     }
 
     fn unknown_section(&mut self, stage: Stage, idstr: &str) -> Outcome {

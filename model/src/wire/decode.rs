@@ -3,11 +3,12 @@
 //! bounded by the bitmaps whatever the stream's size. Sections other than `ram` and
 //! `virtio-mem-device-early` are parsed with the JSON VM description QEMU writes at the end.
 
+use std::collections::{HashMap, HashSet};
 use std::io::{Read, Seek, SeekFrom};
 
 use serde_json::{Map, Value};
 
-use super::{command_name, ram, ty, WireError, MAGIC, VERSION};
+use super::{command_name, escaped, ram, ty, WireError, MAGIC, VERSION};
 use crate::plug_map::{Bitmap, PlugMap};
 use crate::host::PageKind;
 use crate::migration::item::{PlugState, SanityFields};
@@ -38,8 +39,17 @@ pub struct Decoder<R: Read> {
     r: R,
     offset: u64,
     vmdesc: Option<Value>,
-    sections: Vec<(u32, String, u32)>,
+    /// Section id → (idstr, instance), the first START/FULL of each id.
+    sections: HashMap<u32, (String, u32)>,
     blocks: Vec<(String, u64)>,
+    /// Block name → index in `blocks` (the first of a name), so lookup is O(1) per record.
+    block_index: HashMap<String, usize>,
+    /// The early sections seen, by idstr: each may come once; and whether the ram setup came.
+    early_seen: HashSet<String>,
+    ram_setup_seen: bool,
+    /// The end of the input, when known (a sub-decoder over one section's bytes): bounds what
+    /// an `array_len` may ask for.
+    limit: Option<u64>,
     current: Option<usize>,
     /// The page run being merged: (block index, offset, pages, kind).
     pending: Option<(usize, u64, u64, PageKind)>,
@@ -62,7 +72,27 @@ fn hex(bytes: &[u8]) -> String {
 
 impl<R: Read> Decoder<R> {
     pub fn new(r: R, vmdesc: Option<Value>) -> Decoder<R> {
-        Decoder { r, offset: 0, vmdesc, sections: Vec::new(), blocks: Vec::new(), current: None, pending: None, in_ram: false, ram_section: 0, state: State::Header }
+        Decoder {
+            r,
+            offset: 0,
+            vmdesc,
+            sections: HashMap::new(),
+            blocks: Vec::new(),
+            block_index: HashMap::new(),
+            early_seen: HashSet::new(),
+            ram_setup_seen: false,
+            limit: None,
+            current: None,
+            pending: None,
+            in_ram: false,
+            ram_section: 0,
+            state: State::Header,
+        }
+    }
+
+    /// The bytes left before `limit`, if the input's end is known.
+    fn left(&self) -> Option<u64> {
+        self.limit.map(|l| l.saturating_sub(self.offset))
     }
 
     /// The byte offset of the next byte to be read.
@@ -219,7 +249,7 @@ impl<R: Read> Decoder<R> {
                         ty::SECTION_START | ty::SECTION_FULL => self.section_start(at, t).map(Some),
                         ty::SECTION_PART | ty::SECTION_END => {
                             let id = self.be32("a section id")?;
-                            let Some((_, idstr, _)) = self.sections.iter().find(|s| s.0 == id).cloned() else {
+                            let Some((idstr, _)) = self.sections.get(&id).cloned() else {
                                 return Err(self.unexpected(at + 1, "the id of a section started before", format!("section {id}")));
                             };
                             if idstr != "ram" {
@@ -268,12 +298,12 @@ impl<R: Read> Decoder<R> {
         } else {
             let name_at = self.offset;
             let name = self.counted("a RAM block name")?;
-            let b = self.blocks.iter().position(|(n, _)| *n == name).ok_or_else(|| self.unexpected(name_at, "a RAM block from the setup section", format!("'{name}'")))?;
+            let b = *self.block_index.get(&name).ok_or_else(|| self.unexpected(name_at, "a RAM block from the setup section", format!("'{}'", escaped(&name))))?;
             self.current = Some(b);
             b
         };
         if addr >= self.blocks[block].1 {
-            return Err(self.unexpected(at, &format!("an offset inside '{}' ({:#x})", self.blocks[block].0, self.blocks[block].1), format!("{addr:#x}")));
+            return Err(self.unexpected(at, &format!("an offset inside '{}' ({:#x})", escaped(&self.blocks[block].0), self.blocks[block].1), format!("{addr:#x}")));
         }
         match kind {
             PageKind::Zero => {
@@ -303,10 +333,16 @@ impl<R: Read> Decoder<R> {
         let idstr = self.counted("a section name")?;
         let instance = self.be32("an instance id")?;
         let version = self.be32("a version")?;
-        self.sections.push((section, idstr.clone(), instance));
+        self.sections.entry(section).or_insert_with(|| (idstr.clone(), instance));
         if idstr == "ram" {
             if t != ty::SECTION_START || version != 4 {
                 return Err(self.unexpected(at, "ram as a START section of version 4", format!("type {t:#04x}, version {version}")));
+            }
+            // ram_save_setup sends the block list once; a second list would rename the blocks
+            // the pages already named. QEMU's ram_load_precopy would look each name up again
+            // [INF]; the model refuses it here, where the offset is known.
+            if std::mem::replace(&mut self.ram_setup_seen, true) {
+                return Err(WireError::Repeated { offset: at, idstr, instance, why: "the RAM block list is sent once, in the first START section of ram (ram_save_setup)" });
             }
             let size_at = self.offset;
             let word = self.be64("the RAM size and MEM_SIZE flag")?;
@@ -322,12 +358,24 @@ impl<R: Read> Decoder<R> {
                 total = total.checked_sub(len).ok_or_else(|| self.unexpected(len_at, "block lengths adding up to the RAM size", format!("{len:#x} too many")))?;
                 blocks.push((name, len));
             }
+            for (i, (n, _)) in blocks.iter().enumerate() {
+                self.block_index.entry(n.clone()).or_insert(i);
+            }
             self.blocks = blocks.clone();
             self.in_ram = true;
             self.ram_section = section;
             return Ok(Event::RamSetup { section, blocks });
         }
         if t == ty::SECTION_FULL && idstr.ends_with("/virtio-mem-device-early") {
+            // QEMU's source sends each device's early section once (qemu_savevm_state_setup).
+            // qemu_loadvm_section_start_full has no check of its own: find_se() finds the same
+            // entry and vmstate_load() runs again, so a second copy would redo the sanity checks,
+            // overwrite the bitmap and preallocate again [INF: read from savevm.c and
+            // virtio_mem_post_load_early, not run]. The model's destination treats a second
+            // copy as a bug of its source, so a decoded stream is refused here, with the offset.
+            if !self.early_seen.insert(idstr.clone()) {
+                return Err(WireError::Repeated { offset: at, idstr, instance, why: "QEMU sends each virtio-mem device's early section once" });
+            }
             let mut tmp = vec![0u8; 28];
             self.read_exact(&mut tmp, "the sanity checks (28 bytes)")?;
             let be = |r: std::ops::Range<usize>| tmp[r].iter().fold(0u64, |a, b| a << 8 | *b as u64);
@@ -361,6 +409,7 @@ impl<R: Read> Decoder<R> {
         let fields = desc
             .and_then(|d| {
                 let mut sub = Decoder::new(std::io::Cursor::new(&body), None);
+                sub.limit = Some(body.len() as u64);
                 let fields = sub.vmsd_body(&d).ok()?;
                 (sub.offset == body.len() as u64).then_some(fields)
             })
@@ -378,7 +427,15 @@ impl<R: Read> Decoder<R> {
         let id = section.to_be_bytes();
         let mut buf: Vec<u8> = Vec::new();
         loop {
-            let b = self.u8(&format!("the footer of section '{idstr}' (started at byte {at})"))?;
+            // The message is built only when the stream ends: formatting it per byte made a
+            // 16 MiB section cost seconds.
+            let b = match self.u8("") {
+                Ok(b) => b,
+                Err(WireError::Truncated { offset, .. }) => {
+                    return Err(WireError::Truncated { offset, expected: format!("the footer of section '{}' (started at byte {at})", escaped(idstr)) })
+                }
+                Err(e) => return Err(e),
+            };
             buf.push(b);
             let n = buf.len();
             if n >= 5 && buf[n - 5] == ty::SECTION_FOOTER && buf[n - 4..] == id {
@@ -412,14 +469,32 @@ impl<R: Read> Decoder<R> {
         Ok(out)
     }
 
+    /// An `array_len` field: at most one element per byte left, and every element must read at
+    /// least one byte, so a description cannot make the decoder work beyond the input's size.
+    fn array(&mut self, f: &Value, n: u64, size: u64) -> Result<Value, WireError> {
+        let name = || escaped(f.get("name").and_then(Value::as_str).unwrap_or("?"));
+        if let Some(left) = self.left().filter(|left| n > *left) {
+            return Err(self.unexpected(self.offset, &format!("at most {left} elements in field '{}' (the bytes left in the section)", name()), format!("array_len {n}")));
+        }
+        let mut elem = f.clone();
+        elem.as_object_mut().expect("an object").remove("array_len");
+        elem["size"] = Value::from(size / n);
+        let mut out = Vec::new();
+        for _ in 0..n {
+            let at = self.offset;
+            out.push(self.field(&elem)?);
+            if self.offset == at {
+                return Err(self.unexpected(at, &format!("elements of field '{}' that hold at least one byte", name()), format!("array_len {n} over {size} bytes")));
+            }
+        }
+        Ok(Value::Array(out))
+    }
+
     fn field(&mut self, f: &Value) -> Result<Value, WireError> {
         let size = f.get("size").and_then(Value::as_u64).unwrap_or(0);
         let kind = f.get("type").and_then(Value::as_str).unwrap_or("");
         if let Some(n) = f.get("array_len").and_then(Value::as_u64).filter(|n| *n > 0) {
-            let mut elem = f.clone();
-            elem.as_object_mut().expect("an object").remove("array_len");
-            elem["size"] = Value::from(size / n);
-            return (0..n).map(|_| self.field(&elem)).collect::<Result<Vec<_>, _>>().map(Value::Array);
+            return self.array(f, n, size);
         }
         if kind == "struct" {
             let inner = f.get("struct").cloned().unwrap_or(Value::Null);

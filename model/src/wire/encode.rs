@@ -4,7 +4,7 @@
 //! description. The late `…/virtio-mem` sections are not written: the framing of
 //! VMSTATE_VIRTIO_DEVICE around them is not in the reference.
 
-use std::io::Write;
+use std::io::{BufWriter, Write};
 
 use serde_json::{json, Value};
 
@@ -20,23 +20,47 @@ pub const RAM_SECTION: u32 = 2;
 /// The section id of the first device's early section (51 in the seed commit's example).
 pub const FIRST_EARLY_SECTION: u32 = 51;
 
-fn counted(out: &mut Vec<u8>, s: &str) {
-    assert!(s.len() < 128, "analyze-migration.py reads counted strings as signed bytes");
-    out.push(s.len() as u8);
-    out.extend_from_slice(s.as_bytes());
-}
+/// The stream being written: a buffer of at most [`BUF`] bytes in front of the caller's writer,
+/// so memory stays bounded whatever the stream's size.
+struct Out<W: Write>(BufWriter<W>);
 
-fn footer(out: &mut Vec<u8>, id: u32) {
-    out.push(ty::SECTION_FOOTER);
-    out.extend_from_slice(&id.to_be_bytes());
-}
+/// The write buffer's size.
+const BUF: usize = 1 << 20;
 
-fn section(out: &mut Vec<u8>, t: u8, id: u32, idstr: &str, version: u32) {
-    out.push(t);
-    out.extend_from_slice(&id.to_be_bytes());
-    counted(out, idstr);
-    out.extend_from_slice(&0u32.to_be_bytes());
-    out.extend_from_slice(&version.to_be_bytes());
+impl<W: Write> Out<W> {
+    fn bytes(&mut self, b: &[u8]) -> std::io::Result<()> {
+        self.0.write_all(b)
+    }
+    fn u8(&mut self, b: u8) -> std::io::Result<()> {
+        self.bytes(&[b])
+    }
+    fn be32(&mut self, v: u32) -> std::io::Result<()> {
+        self.bytes(&v.to_be_bytes())
+    }
+    fn be64(&mut self, v: u64) -> std::io::Result<()> {
+        self.bytes(&v.to_be_bytes())
+    }
+    fn counted(&mut self, s: &str) -> std::io::Result<()> {
+        // analyze-migration.py reads counted strings as signed bytes: a longer name (from the
+        // scenario's pci or memdev) is the input's error, not a bug.
+        if s.len() >= 128 {
+            let why = format!("'{}' has {} bytes: a stream's names hold at most 127", super::escaped(s), s.len());
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, why));
+        }
+        self.u8(s.len() as u8)?;
+        self.bytes(s.as_bytes())
+    }
+    fn footer(&mut self, id: u32) -> std::io::Result<()> {
+        self.u8(ty::SECTION_FOOTER)?;
+        self.be32(id)
+    }
+    fn section(&mut self, t: u8, id: u32, idstr: &str, version: u32) -> std::io::Result<()> {
+        self.u8(t)?;
+        self.be32(id)?;
+        self.counted(idstr)?;
+        self.be32(0)?;
+        self.be32(version)
+    }
 }
 
 /// The VM description entry of an early section (qemu-migration.md §5.9).
@@ -50,87 +74,82 @@ fn early_desc(idstr: &str, bitmap_bytes: usize) -> Value {
 }
 
 /// Writes the precopy stream of migrating `src` with `plan` (free page hints and guest data
-/// shape the pages) to `w`.
-pub fn encode_precopy<H: HostMemory, W: Write>(src: &Vm<H>, plan: &Plan, mut w: W) -> std::io::Result<()> {
-    let mut out = Vec::new();
-    out.extend_from_slice(&MAGIC.to_be_bytes());
-    out.extend_from_slice(&VERSION.to_be_bytes());
+/// shape the pages) to `w`, record by record through a 1 MiB buffer: the stream is never held
+/// in memory.
+pub fn encode_precopy<H: HostMemory>(src: &Vm<H>, plan: &Plan, w: &mut impl Write) -> std::io::Result<()> {
+    let mut out = Out(BufWriter::with_capacity(BUF, w));
+    out.be32(MAGIC)?;
+    out.be32(VERSION)?;
     let machine = src.machine.name();
-    out.push(ty::CONFIGURATION);
-    out.extend_from_slice(&(machine.len() as u32).to_be_bytes());
-    out.extend_from_slice(machine.as_bytes());
+    out.u8(ty::CONFIGURATION)?;
+    out.be32(machine.len() as u32)?;
+    out.bytes(machine.as_bytes())?;
     // Setup: the RAM block list.
-    section(&mut out, ty::SECTION_START, RAM_SECTION, "ram", 4);
+    out.section(ty::SECTION_START, RAM_SECTION, "ram", 4)?;
     let total: u64 = src.blocks.iter().map(|b| b.len.0).sum();
-    out.extend_from_slice(&(total | ram::MEM_SIZE).to_be_bytes());
+    out.be64(total | ram::MEM_SIZE)?;
     for b in &src.blocks {
-        counted(&mut out, &b.name);
-        out.extend_from_slice(&b.len.0.to_be_bytes());
+        out.counted(&b.name)?;
+        out.be64(b.len.0)?;
     }
-    out.extend_from_slice(&ram::EOS.to_be_bytes());
-    footer(&mut out, RAM_SECTION);
+    out.be64(ram::EOS)?;
+    out.footer(RAM_SECTION)?;
     // Setup: the early sections.
     let mut devices = Vec::new();
     for (i, d) in src.devices.iter().filter(|d| d.early_migration()).enumerate() {
         let id = FIRST_EARLY_SECTION + i as u32;
         let idstr = d.early_idstr();
-        section(&mut out, ty::SECTION_FULL, id, &idstr, 1);
+        out.section(ty::SECTION_FULL, id, &idstr, 1)?;
         let st = plug_state(d);
-        out.extend_from_slice(&st.sanity.addr.0.to_be_bytes());
-        out.extend_from_slice(&st.sanity.region_size.0.to_be_bytes());
-        out.extend_from_slice(&st.sanity.block_size.0.to_be_bytes());
-        out.extend_from_slice(&st.sanity.node.to_be_bytes());
-        out.extend_from_slice(&st.size.0.to_be_bytes());
+        out.be64(st.sanity.addr.0)?;
+        out.be64(st.sanity.region_size.0)?;
+        out.be64(st.sanity.block_size.0)?;
+        out.be32(st.sanity.node)?;
+        out.be64(st.size.0)?;
         let bitmap = st.plug.to_bitmap();
         let words = bitmap.as_raw_slice();
         let nwords = bitmap.len().div_ceil(64);
         for w in &words[..nwords] {
-            out.extend_from_slice(&w.to_be_bytes());
+            out.be64(*w)?;
         }
-        footer(&mut out, id);
+        out.footer(id)?;
         devices.push(early_desc(&idstr, nwords * 8));
     }
-    w.write_all(&out)?;
-    out.clear();
     // Iteration: the pages, in one PART section.
-    out.push(ty::SECTION_PART);
-    out.extend_from_slice(&RAM_SECTION.to_be_bytes());
+    out.u8(ty::SECTION_PART)?;
+    out.be32(RAM_SECTION)?;
     let mut last_block = None;
-    let page = vec![0x5au8; 4096];
+    let page = [0x5au8; 4096];
     for item in page_runs(src, plan) {
         let Item::Ram { block, offset, len, kind } = item else { unreachable!("page runs only") };
         for p in (0..len.0).step_by(4096) {
             let flag = if kind == PageKind::Zero { ram::ZERO } else { ram::PAGE };
             let cont = if last_block == Some(block) { ram::CONTINUE } else { 0 };
-            out.extend_from_slice(&((offset.0 + p) | flag | cont).to_be_bytes());
+            out.be64((offset.0 + p) | flag | cont)?;
             if cont == 0 {
-                counted(&mut out, &src.blocks[block].name);
+                out.counted(&src.blocks[block].name)?;
                 last_block = Some(block);
             }
             if kind == PageKind::Zero {
-                out.push(0);
+                out.u8(0)?;
             } else {
-                out.extend_from_slice(&page);
-            }
-            if out.len() > 1 << 20 {
-                w.write_all(&out)?;
-                out.clear();
+                out.bytes(&page)?;
             }
         }
     }
-    out.extend_from_slice(&ram::EOS.to_be_bytes());
-    footer(&mut out, RAM_SECTION);
+    out.be64(ram::EOS)?;
+    out.footer(RAM_SECTION)?;
     if src.machine.sends_switchover_start() {
-        out.push(ty::COMMAND);
-        out.extend_from_slice(&11u16.to_be_bytes());
-        out.extend_from_slice(&0u16.to_be_bytes());
+        out.u8(ty::COMMAND)?;
+        out.bytes(&11u16.to_be_bytes())?;
+        out.bytes(&0u16.to_be_bytes())?;
     }
     // Completion: the rest of RAM (nothing left) and EOF.
-    out.push(ty::SECTION_END);
-    out.extend_from_slice(&RAM_SECTION.to_be_bytes());
-    out.extend_from_slice(&ram::EOS.to_be_bytes());
-    footer(&mut out, RAM_SECTION);
-    out.push(ty::EOF);
+    out.u8(ty::SECTION_END)?;
+    out.be32(RAM_SECTION)?;
+    out.be64(ram::EOS)?;
+    out.footer(RAM_SECTION)?;
+    out.u8(ty::EOF)?;
     let desc = json!({
         "configuration": {"vmsd_name": "configuration", "version": 1, "fields": [
             {"name": "len", "type": "uint32", "size": 4}, {"name": "name", "type": "buffer", "size": machine.len()}]},
@@ -149,10 +168,10 @@ pub fn encode_precopy<H: HostMemory, W: Write>(src: &Vm<H>, plan: &Plan, mut w: 
         }
         text.push(' ');
     }
-    out.push(ty::VMDESCRIPTION);
-    out.extend_from_slice(&(text.len() as u32).to_be_bytes());
-    out.extend_from_slice(text.as_bytes());
-    w.write_all(&out)
+    out.u8(ty::VMDESCRIPTION)?;
+    out.be32(text.len() as u32)?;
+    out.bytes(text.as_bytes())?;
+    out.0.flush()
 }
 
 /// JSON in the style of QEMU's writer: compact, with ", " and ": " separators.

@@ -54,6 +54,12 @@ pub fn command_name(cmd: u16) -> &'static str {
     }
 }
 
+/// A name read from a stream, printable: control characters, quotes and backslashes escaped
+/// (a corrupt name must not write raw bytes to a terminal).
+pub fn escaped(s: &str) -> String {
+    s.escape_debug().to_string()
+}
+
 /// Everything that can be wrong with a stream: where (byte offset) and what was expected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WireError {
@@ -61,8 +67,11 @@ pub enum WireError {
     Truncated { offset: u64, expected: String },
     #[error("byte {offset}: expected {expected}, found {found}")]
     Unexpected { offset: u64, expected: String, found: String },
-    #[error("byte {offset}: section '{idstr}' is not one this decoder knows, and no VM description at the end of the stream describes it")]
+    #[error("byte {offset}: section '{}' is not one this decoder knows, and no VM description at the end of the stream describes it", escaped(.idstr))]
     UnknownSection { offset: u64, idstr: String },
+    /// A section that QEMU sends once came again.
+    #[error("byte {offset}: section '{}' (instance {instance}) comes a second time: {why}", escaped(.idstr))]
+    Repeated { offset: u64, idstr: String, instance: u32, why: &'static str },
     #[error("byte {offset}: the VM description is not valid JSON: {message}")]
     BadJson { offset: u64, message: String },
     #[error("reading the stream: {0}")]
