@@ -9,9 +9,7 @@ use std::process::{Command, Stdio};
 const EXE: &str = env!("CARGO_BIN_EXE_vmemsim");
 
 fn tmp(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("vmemsim-stream-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
+    common::scratch("stream").join(name)
 }
 
 fn encode(scenario: &str, out: &std::path::Path) {

@@ -2,6 +2,8 @@
 //! bounded number of runs, shrinks it, and the saved file's replay fails the same property.
 //! The faithful model finds nothing over the same campaign.
 
+mod common;
+
 use std::time::Duration;
 
 use vmemsim_model::Variant;
@@ -41,7 +43,7 @@ fn expected(variant: Variant) -> Property {
 
 #[test]
 fn every_variant_is_caught_shrunk_and_replayed() {
-    let dir = std::env::temp_dir().join(format!("vmemsim-variants-{}", std::process::id()));
+    let dir = common::scratch("variants");
     for variant in Variant::ALL.into_iter().filter(|v| *v != Variant::Faithful) {
         let s = campaign_of(variant);
         let property = expected(variant);

@@ -26,3 +26,11 @@ pub fn scenario_files() -> Vec<PathBuf> {
 pub fn scenario(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios").join(rel)
 }
+
+/// A scratch folder for this test binary's files, inside the target folder (cargo's
+/// `CARGO_TARGET_TMPDIR`), so that tests leave nothing in the host's temp dir.
+pub fn scratch(what: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{what}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("the target folder is writable");
+    dir
+}

@@ -9,9 +9,7 @@ use super::EXE;
 const MIB: u64 = 1 << 20;
 
 fn file(name: &str, bytes: &[u8]) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("vmemsim-stream-input-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let f = dir.join(name);
+    let f = super::common::scratch("stream-input").join(name);
     std::fs::write(&f, bytes).unwrap();
     f
 }
@@ -125,8 +123,7 @@ fn a_missing_footer_is_found_in_linear_time_and_named_escaped() {
 
 #[test]
 fn standard_input_is_spooled_to_a_memfd_not_a_file() {
-    let tmp = std::env::temp_dir().join(format!("vmemsim-stdin-tmpdir-{}", std::process::id()));
-    std::fs::create_dir_all(&tmp).unwrap();
+    let tmp = super::common::scratch("stdin-tmpdir");
     let bytes = Bytes::header("pc-q35-9.2").ram_setup(&blocks()).early(51, "0000:00:03.0", 0x1_4000_0000, 16 * MIB, 2 * MIB, &[5]).zero_pages(["0000:00:03.0/mem0"]).end(None);
     let mut child = Command::new(EXE).args(["analyze", "-", "--summary"]).env("TMPDIR", &tmp).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
     let mut stdin = child.stdin.take().unwrap();
