@@ -29,6 +29,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use vmemsim_model::migration::verdict::Verdict;
 use vmemsim_model::{Capacity, Mode, Variant};
 use vmemsim_sim::campaign::{Options, Shard};
 use vmemsim_sim::{build, check_expectations, load, run_built, Built, Loaded};
@@ -54,6 +55,9 @@ enum Command {
         #[arg(long, default_value = "model")]
         backend: BackendArg,
     },
+    /// Judge a scenario: print the verdict over both sides; exit 0 when safe, 1 when not, 2 when
+    /// the file is wrong.
+    Check { file: PathBuf },
     /// Rerun a scenario and check its expected outcome, trace hash and violated properties.
     Replay {
         file: PathBuf,
@@ -186,15 +190,33 @@ fn run(file: PathBuf, trace: bool, replay: bool) -> Result<ExitCode, String> {
         }
     }
     out_raw!("{}", report.outcome);
+    out_raw!("{}", report.source);
+    out!("verdict: {}", report.judgement);
     for v in &report.violations {
         out!("property {} violated: {}", v.property, v.detail);
     }
     out!("trace hash: {:016x}", report.trace_hash);
     let diffs = check_expectations(&l, &report).map_err(|e| e.to_string())?;
     if l.scenario.expect.is_none() {
-        return Ok(if diffs.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) });
+        // Without an expectation the run answers the operator's question: safe or not.
+        let safe = report.judgement.verdict == Verdict::Safe;
+        return Ok(if diffs.is_empty() && safe { ExitCode::SUCCESS } else { ExitCode::from(1) });
     }
     Ok(verdict("expectation: met", "expectation: NOT met", &diffs))
+}
+
+/// `vmemsim check`: the verdict line and the reasons; exit 0 only when safe.
+fn check(file: PathBuf) -> Result<ExitCode, String> {
+    let l = load(&file).map_err(|e| e.to_string())?;
+    let b = build(&l).map_err(|e| e.to_string())?;
+    let report = run_built(&b);
+    out!("{}: {}", file.display(), report.judgement);
+    out_raw!("  destination {}", report.outcome.to_string().trim_start_matches("outcome: "));
+    out_raw!("  {}", report.source);
+    for v in &report.violations {
+        out!("  property {} violated: {}", v.property, v.detail);
+    }
+    Ok(if report.judgement.verdict == Verdict::Safe { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 /// Prints `ok` when there are no differences (exit 0), else `bad` and each difference indented
@@ -227,6 +249,7 @@ fn main() -> ExitCode {
         }
         Command::Cleanup => real_cmd::cleanup(),
         Command::Replay { file, trace } => run(file, trace, true),
+        Command::Check { file } => check(file),
         Command::Campaign { runs, seed, threads, shard, variant, time, found_dir, shrink_time, no_shrink, stop_on_finding } => {
             let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
             let runs = if runs.is_none() && time.is_none() { Some(10_000) } else { runs };

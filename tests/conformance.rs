@@ -6,14 +6,14 @@
 mod common;
 
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use vmemsim_sim::conformance::vm::{compare, destination, shape, source_state, workdir, Lab};
+use vmemsim_sim::conformance::vm::{compare, destination, live, shape, source_state, workdir, Lab, LiveMode};
 use vmemsim_sim::real::mounts::is_root;
 use vmemsim_sim::real::model_outcome;
 use vmemsim_model::wire::decode::Event;
 use vmemsim_sim::stream::{backend_of, preflight, read_events};
-use vmemsim_sim::{build, load};
+use vmemsim_sim::{build, load, run};
 
 fn lab_or_skip() -> Option<Lab> {
     let ci = std::env::var("CI").as_deref() == Ok("true");
@@ -144,18 +144,42 @@ fn hugetlbfs_destinations_match_the_model() {
 }
 
 #[test]
-fn live_and_postcopy_migrations_match_the_model() {
+fn live_and_postcopy_migrations_match_the_model_on_both_sides() {
     let Some(lab) = lab_or_skip() else { return };
     let mut failures = Vec::new();
-    for (row, postcopy) in [("conformance/postcopy-short.toml", true), ("conformance/postcopy-enough.toml", true), ("real-qemu/new-prealloc-short.toml", false)] {
-        let b = build(&load(&common::scenario(row)).unwrap()).unwrap();
+    let at_once = LiveMode::Postcopy { start_after: Duration::ZERO };
+    let late = LiveMode::Postcopy { start_after: Duration::from_secs(1) };
+    let rows = [
+        ("conformance/postcopy-short.toml", at_once),
+        ("conformance/postcopy-short-late-start.toml", late),
+        ("conformance/postcopy-enough.toml", at_once),
+        ("real-qemu/new-prealloc-short.toml", LiveMode::Precopy),
+        ("real-qemu/new-prealloc-enough.toml", LiveMode::Precopy),
+    ];
+    for (row, mode) in rows {
+        let l = load(&common::scenario(row)).unwrap();
+        let b = build(&l).unwrap();
         let sh = shape(&b).unwrap();
-        let model = model_outcome(&b);
-        let work = workdir().unwrap();
+        // The model's prediction comes first: the destination, the source and the verdict.
+        let model = run(&l).unwrap();
+        let w = workdir().unwrap();
         let t = Instant::now();
-        let qemu = vmemsim_sim::conformance::vm::live(&lab, &sh, postcopy, work.path()).unwrap_or_else(|e| panic!("{row}: {e}"));
-        eprintln!("{row} (live, postcopy={postcopy}): QEMU {} in {:.1} s, model {}", qemu.class(), t.elapsed().as_secs_f64(), model.class());
-        let diffs = compare(&model, &qemu);
+        let (qemu, source) = live(&lab, &sh, mode, w.path()).unwrap_or_else(|e| panic!("{row}: {e}"));
+        eprintln!(
+            "{row} (live, {mode:?}): QEMU {} / source {} {} (cancel {}, cont {}) in {:.1} s; model {} / source {} {}, verdict {}",
+            qemu.class(),
+            source.status,
+            source.runstate,
+            source.cancel,
+            source.cont,
+            t.elapsed().as_secs_f64(),
+            model.outcome.class(),
+            model.source.status.name(),
+            model.source.runstate.name(),
+            model.judgement.verdict
+        );
+        let mut diffs = compare(&model.outcome, &qemu);
+        diffs.extend(source.compare(&model.source));
         if !diffs.is_empty() {
             failures.push(format!("{row}: {}", diffs.join("; ")));
         }

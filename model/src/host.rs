@@ -94,6 +94,12 @@ pub trait HostMemory {
 
     /// Bytes of the range that are populated now.
     fn populated(&self, block: RamBlockId, offset: Bytes, len: Bytes) -> Bytes;
+
+    /// What the block's backend has left for new pages; None when nothing limits it (or the
+    /// host cannot say).
+    fn left(&self, _block: RamBlockId) -> Option<Bytes> {
+        None
+    }
 }
 
 /// Which memory a RAM block draws from.

@@ -207,6 +207,11 @@ impl HostMemory for ModelMemory {
         let end = offset.0.checked_add(len.0).expect("range end overflows");
         Bytes(self.blocks[block.0].populated.covered(offset.0, end))
     }
+
+    fn left(&self, block: RamBlockId) -> Option<Bytes> {
+        let pool = &self.pools[self.blocks[block.0].pool.0];
+        pool.capacity.limit().map(|_| Bytes(pool.free()))
+    }
 }
 
 #[cfg(test)]

@@ -10,6 +10,8 @@ use vmemsim_model::PlugMap;
 use vmemsim_model::migration::destination::{Destination, PostcopyState};
 use vmemsim_model::migration::item::Item;
 use vmemsim_model::migration::outcome::Stage;
+use vmemsim_model::migration::source_fate::{source_fate, SourceFate};
+use vmemsim_model::migration::verdict::{judge, Judgement, Unbacked};
 use vmemsim_model::migration::source;
 use vmemsim_model::{Bytes, HostMemory, ModelMemory, Outcome, OutcomeClass, Request, Vm};
 
@@ -26,6 +28,10 @@ const RETRY_DELAY_US: u64 = 1_000;
 #[derive(Clone, Debug)]
 pub struct Sim {
     pub outcome: Outcome,
+    /// Where the source ends (QEMU 10.0.2's rules).
+    pub source: SourceFate,
+    /// Both sides together: does the VM survive.
+    pub judgement: Judgement,
     pub trace: Vec<String>,
     pub trace_hash: u64,
     /// At most one violation per property: the first.
@@ -279,11 +285,15 @@ pub fn simulate(b: &Built) -> Sim {
     // each device alone, not their sum, and a competitor may take the memory before RAM load
     // (d71920d425: "nothing ... guarantees"): known hazards, shipped as scenarios/hazards/.
     let premise = oracle::new_machine_prealloc(b) && !b.plan.is_postcopy();
-    let outcome = migrate(&mut run, premise);
+    let ended = migrate(&mut run, premise);
+    let outcome = ended.outcome;
     run.log("outcome", format!("{} {}", outcome.class(), outcome.stage().map(|s| s.to_string()).unwrap_or_default()));
     final_checks(&mut run, &outcome, premise);
+    // The trace stays the destination's: its hash is what every shipped scenario replays.
     let trace_hash = fnv1a(&run.trace);
-    Sim { outcome, trace: run.trace, trace_hash, violations: run.violations }
+    let source = source_fate(&ended.items, ended.failed, &outcome);
+    let judgement = judge(&outcome, &source, ended.unbacked);
+    Sim { outcome, source, judgement, trace: run.trace, trace_hash, violations: run.violations }
 }
 
 fn setup_lines(run: &mut Run) {
@@ -321,14 +331,23 @@ fn setup_lines(run: &mut Run) {
     }
 }
 
-/// One or two attempts (a cancelled one and its retry); returns the destination's outcome.
-fn migrate(run: &mut Run, premise: bool) -> Outcome {
+/// How the last attempt ended: the destination's outcome, the index of the item it failed on
+/// in `items` (the stream of that attempt), and after a completed one its unbacked memory.
+struct Ended {
+    outcome: Outcome,
+    items: Vec<Item>,
+    failed: Option<usize>,
+    unbacked: Option<Unbacked>,
+}
+
+/// One or two attempts (a cancelled one and its retry).
+fn migrate(run: &mut Run, premise: bool) -> Ended {
     let b = run.b;
     let mut cancel_at = b.cancel_at;
     'attempt: loop {
         let dest_vm = match Vm::realize(&b.destination) {
             Ok((vm, _)) => vm,
-            Err(e) => return Outcome::Failed { stage: Stage::Startup, lines: vec![e.to_string()] },
+            Err(e) => return Ended { outcome: Outcome::Failed { stage: Stage::Startup, lines: vec![e.to_string()] }, items: Vec::new(), failed: None, unbacked: None },
         };
         let mut dest = Some(Destination::new(dest_vm));
         let items = source::stream(&run.src, &b.plan);
@@ -343,7 +362,7 @@ fn migrate(run: &mut Run, premise: bool) -> Outcome {
         let mut pages_seen = false;
         let mut early_seen = false;
         run.log("source", "migration starts");
-        for item in &items {
+        for (index, item) in items.iter().enumerate() {
             let started = run.now;
             run.now += run.cost_us(item);
             if let Some(c) = cancel_at {
@@ -404,7 +423,7 @@ fn migrate(run: &mut Run, premise: bool) -> Outcome {
                     let at = d.placement_error().map(|e| e.offset).unwrap_or_default();
                     run.violate(Property::PostcopyCleanSlate, format!("a postcopy placement hit EEXIST on a present page at {:#x}", at.0));
                 }
-                return outcome;
+                return Ended { outcome, items, failed: Some(index), unbacked: None };
             }
             if item == Item::Listen {
                 clean_slate_at_listen(run, d);
@@ -420,12 +439,14 @@ fn migrate(run: &mut Run, premise: bool) -> Outcome {
         let hints: &[_] = if b.plan.is_postcopy() { &[] } else { &b.plan.hints };
         let touched = match d.run_guest(&b.plan.touches, hints) {
             Ok(n) => n,
-            Err(outcome) => return outcome,
+            Err(outcome) => return Ended { outcome, items, failed: None, unbacked: None },
         };
         run.log("guest", format!("runs on the destination, touched {touched} ranges"));
         let mut holder = Some(d);
         run.run_events(u64::MAX, Guest::Destination, &mut holder, false);
-        return holder.take().expect("the destination exists").finish();
+        let d = holder.take().expect("the destination exists");
+        let unbacked = Some(d.unbacked());
+        return Ended { outcome: d.finish(), items, failed: None, unbacked };
     }
 }
 

@@ -60,6 +60,7 @@ pub fn record(seed: u64, variant: Variant, property: Property, dir: &Path, budge
             outcome: sim.outcome.class().name().to_string(),
             trace_hash: Some(format!("{:016x}", sim.trace_hash)),
             violates,
+            verdict: Some(sim.judgement.verdict.name().to_string()),
             ..Expect::default()
         },
     ));

@@ -1,6 +1,7 @@
 //! Running a scenario file and comparing the run with its `[expect]`.
 
 use vmemsim_model::migration::outcome::FaultSite;
+use vmemsim_model::migration::verdict::Verdict;
 use vmemsim_model::{Outcome, OutcomeClass};
 
 use crate::build::{build, Built};
@@ -68,6 +69,20 @@ pub fn check_expectations(l: &Loaded, r: &Sim) -> Result<Vec<String>, SimError> 
         let got = fault_site(&r.outcome).map(|s| format!("{}+{:#x}", s.block, s.offset.0)).unwrap_or_default();
         if &got != fault {
             diffs.push(format!("fault: expected '{fault}', got '{got}'"));
+        }
+    }
+    if let Some(verdict) = &e.verdict {
+        if Verdict::parse(verdict).is_none() {
+            let names: Vec<&str> = Verdict::ALL.iter().map(|v| v.name()).collect();
+            return Err(l.invalid(at, "expect.verdict", format!("'{verdict}' is not a verdict: one of {}", names.join(", "))));
+        }
+        if verdict != r.judgement.verdict.name() {
+            diffs.push(format!("verdict: expected {verdict}, got {}", r.judgement));
+        }
+    }
+    if let Some(status) = &e.source_status {
+        if status != r.source.status.name() {
+            diffs.push(format!("source_status: expected {status}, got {}", r.source.status.name()));
         }
     }
     if let Some(hash) = &e.trace_hash {

@@ -388,4 +388,10 @@ pub struct Expect {
     /// The properties the run violates (a finding's replay); empty: none may be violated.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub violates: Vec<String>,
+    /// The verdict over both sides: safe, recoverable, vm-lost or latent-crash.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<String>,
+    /// The source's final `MigrationStatus` (QEMU 10.0.2), e.g. `postcopy-paused`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_status: Option<String>,
 }

@@ -10,6 +10,7 @@ use crate::host::{Errno, HostMemory};
 use crate::migration::item::{EarlySection, Item, LateSection, PlugState};
 use crate::migration::outcome::{FaultSite, Outcome, Stage};
 use crate::migration::plan::GuestRange;
+use crate::migration::verdict::Unbacked;
 use crate::ranges::RangeSet;
 use crate::units::Bytes;
 use crate::variant::Variant;
@@ -519,6 +520,21 @@ impl<H: HostMemory> Destination<H> {
             }
         }
         Ok(plugged.len())
+    }
+
+    /// Plugged memory that is not populated, and what the devices' backend has left for it:
+    /// a guest that writes it (growing into it, `init_on_free=1`) needs that much.
+    pub fn unbacked(&self) -> Unbacked {
+        let mut missing = Bytes::ZERO;
+        for dev in &self.vm.devices {
+            for run in dev.plugged_runs() {
+                let (off, len) = dev.run_bytes(run);
+                let have = self.vm.host.populated(dev.ram_block(), off, len);
+                missing = missing.checked_add(len.checked_sub(have).unwrap_or(Bytes::ZERO)).expect("plugged bytes fit in u64");
+            }
+        }
+        let left = self.vm.devices.first().and_then(|d| self.vm.host.left(d.ram_block()));
+        Unbacked { plugged_unpopulated: missing, left }
     }
 
     /// The migration completed and the guest ran: the outcome, with the lines QEMU printed.

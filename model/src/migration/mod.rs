@@ -7,3 +7,5 @@ pub mod item;
 pub mod outcome;
 pub mod plan;
 pub mod source;
+pub mod source_fate;
+pub mod verdict;

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use vmemsim_model::migration::source_fate::Reply;
 
 pub struct Qmp {
     out: UnixStream,
@@ -56,6 +57,22 @@ impl Qmp {
             }
             if let Some(e) = v.get("error") {
                 return Err(format!("QMP {cmd}: {e}"));
+            }
+        }
+    }
+
+    /// Runs a command and returns QEMU's answer as the model writes it: success, or the
+    /// error's `desc`; `Err` only when QMP itself failed.
+    pub fn reply(&mut self, cmd: &str, args: Value) -> Result<Reply, String> {
+        let msg = json!({"execute": cmd, "arguments": args});
+        writeln!(self.out, "{msg}").map_err(|e| format!("QMP write: {e}"))?;
+        loop {
+            let v = self.read()?;
+            if v.get("return").is_some() {
+                return Ok(Reply::Ok);
+            }
+            if let Some(e) = v.get("error") {
+                return Ok(Reply::Error(e.get("desc").and_then(Value::as_str).unwrap_or_default().to_string()));
             }
         }
     }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use vmemsim_model::migration::outcome::Stage;
+use vmemsim_model::migration::source_fate::{Reply, SourceFate};
 use vmemsim_model::Outcome;
 
 use super::qmp::Qmp;
@@ -287,10 +288,74 @@ pub fn workdir() -> Result<TempDir, String> {
     TempDir::new("qemu").map_err(|e| e.to_string())
 }
 
-/// A live migration between two QEMUs over a Unix socket, precopy or postcopy
-/// (`postcopy-ram` on both sides, `migrate-start-postcopy` right after `migrate`): boots a fresh
-/// source, starts the destination with `-incoming defer`, and returns the destination's outcome.
-pub fn live(lab: &Lab, sh: &Shape, postcopy: bool, dir: &Path) -> Result<Outcome, String> {
+/// How a live migration is run: precopy, or postcopy-ram on both sides with
+/// `migrate-start-postcopy` this long after `migrate`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum LiveMode {
+    Precopy,
+    Postcopy { start_after: Duration },
+}
+
+/// What the source QEMU ended in, as the model's [`SourceFate`] says it: its final status, its
+/// runstate, and the answers to `migrate_cancel` and then `cont`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceSeen {
+    pub status: String,
+    pub runstate: String,
+    pub error: Option<String>,
+    pub cancel: Reply,
+    pub cont: Reply,
+}
+
+impl SourceSeen {
+    /// The differences from the model's source, by field.
+    pub fn compare(&self, model: &SourceFate) -> Vec<String> {
+        let mut d = Vec::new();
+        if self.status != model.status.name() {
+            d.push(format!("source status: model {}, QEMU {}", model.status.name(), self.status));
+        }
+        if self.runstate != model.runstate.name() {
+            d.push(format!("source runstate: model {}, QEMU {}", model.runstate.name(), self.runstate));
+        }
+        if self.cancel != model.cancel {
+            d.push(format!("migrate_cancel: model {}, QEMU {}", model.cancel, self.cancel));
+        }
+        if self.cont != model.cont {
+            d.push(format!("cont: model {}, QEMU {}", model.cont, self.cont));
+        }
+        d
+    }
+}
+
+/// The source's states a migration rests in (QEMU 10.0.2, migration_iteration_finish).
+const RESTING: [&str; 4] = ["completed", "failed", "postcopy-paused", "cancelled"];
+
+/// Waits until the source rests (at most 20 s), then asks it as an operator would.
+fn source_end(q: &mut Qmp) -> Result<SourceSeen, String> {
+    let start = Instant::now();
+    let info = loop {
+        let info = q.execute("query-migrate", json!({}))?;
+        let status = info.get("status").and_then(|s| s.as_str()).unwrap_or_default().to_string();
+        if RESTING.contains(&status.as_str()) {
+            break info;
+        }
+        if start.elapsed() > Duration::from_secs(20) {
+            return Err(format!("the source did not come to rest in 20 s: status {status}"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let text = |v: &serde_json::Value, k: &str| v.get(k).and_then(|s| s.as_str()).map(str::to_string);
+    let runstate = text(&q.execute("query-status", json!({}))?, "status").unwrap_or_default();
+    let cancel = q.reply("migrate_cancel", json!({}))?;
+    let cont = q.reply("cont", json!({}))?;
+    Ok(SourceSeen { status: text(&info, "status").unwrap_or_default(), runstate, error: text(&info, "error-desc"), cancel, cont })
+}
+
+/// A live migration between two QEMUs over a Unix socket, precopy or postcopy: boots a fresh
+/// source, starts the destination with `-incoming defer`, and returns the destination's outcome
+/// and where the source ended.
+pub fn live(lab: &Lab, sh: &Shape, mode: LiveMode, dir: &Path) -> Result<(Outcome, SourceSeen), String> {
+    let postcopy = mode != LiveMode::Precopy;
     let mut src = qemu(lab, sh, MemFs::of_source(sh), false, dir, "lsrc", None)?;
     let _pool = if sh.dest_hugetlb { Some(HugePool::ensure_free(sh.dest_quota.div_ceil(2 << 20)).map_err(|e| format!("huge pages: {e}"))?) } else { None };
     let defer = PathBuf::from("defer");
@@ -314,8 +379,10 @@ pub fn live(lab: &Lab, sh: &Shape, postcopy: bool, dir: &Path) -> Result<Outcome
         let uri = format!("unix:{}", sock.display());
         qd.execute("migrate-incoming", json!({"uri": uri}))?;
         qs.execute("migrate", json!({"uri": uri}))?;
-        if postcopy {
-            qs.execute("migrate-start-postcopy", json!({}))?;
+        if let LiveMode::Postcopy { start_after } = mode {
+            std::thread::sleep(start_after);
+            // After a late start the migration may have failed already: QEMU refuses then.
+            let _ = qs.reply("migrate-start-postcopy", json!({}))?;
         }
         // Wait for the destination to exit or to complete.
         let outcome = loop {
@@ -333,8 +400,9 @@ pub fn live(lab: &Lab, sh: &Shape, postcopy: bool, dir: &Path) -> Result<Outcome
             }
             std::thread::sleep(Duration::from_millis(100));
         };
+        let source = source_end(&mut qs)?;
         let _ = qs.execute("quit", json!({}));
-        Ok(outcome)
+        Ok((outcome, source))
     })();
     let _ = src.kill();
     let _ = src.wait();

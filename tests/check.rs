@@ -1,0 +1,54 @@
+//! `vmemsim check`: one verdict over both sides, and an exit code that follows it (0 safe, 1 not
+//! safe, 2 bad input); `run` without an `[expect]` exits 0 only when safe.
+
+mod common;
+
+use std::process::Command;
+
+const EXE: &str = env!("CARGO_BIN_EXE_vmemsim");
+
+fn check(rel: &str) -> (Option<i32>, String) {
+    let out = Command::new(EXE).arg("check").arg(common::scenario(rel)).output().unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[test]
+fn the_verdict_and_the_exit_code_follow_both_sides() {
+    for (rel, code, verdict, words) in [
+        ("conformance/postcopy-enough.toml", 0, "safe", "the guest runs on the destination"),
+        ("conformance/postcopy-short.toml", 1, "vm-lost", "the source is stopped in postcopy-paused (migrate_cancel: error 'Postcopy migration in progress, cannot cancel.'; cont: error 'Migration is not finalized yet')"),
+        ("conformance/postcopy-short-late-start.toml", 1, "recoverable", "the guest keeps running on the source (status failed, 'Sibling indicated error 1')"),
+        ("real-qemu/new-noprealloc-short.toml", 1, "recoverable", "the destination died of SIGBUS at RAM load"),
+        ("hazards/latent-hinted-pages.toml", 1, "latent-crash", "32 MiB of its plugged memory is not populated and the backend has 0 B left"),
+        ("real/runtime-sigbus-hints.toml", 1, "vm-lost", "`cont` there resumes a copy of the guest from before the switchover"),
+    ] {
+        let (got, out) = check(rel);
+        let first = out.lines().next().unwrap_or_default();
+        assert_eq!(got, Some(code), "{rel}: {out}");
+        assert!(first.contains(&format!(": {verdict}: ")) && first.contains(words), "{rel}: {first}");
+    }
+}
+
+#[test]
+fn check_refuses_a_bad_file_with_exit_status_2() {
+    let dir = common::scratch("check");
+    let f = dir.join("bad.toml");
+    std::fs::write(&f, "name = 1\n").unwrap();
+    let out = Command::new(EXE).arg("check").arg(&f).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bad.toml"));
+}
+
+#[test]
+fn run_without_an_expectation_exits_0_only_when_safe() {
+    let dir = common::scratch("run-verdict");
+    for (rel, code) in [("conformance/postcopy-enough.toml", 0), ("conformance/postcopy-short.toml", 1)] {
+        let text = std::fs::read_to_string(common::scenario(rel)).unwrap();
+        let bare = &text[..text.find("[expect]").unwrap()];
+        let f = dir.join(rel.replace('/', "-"));
+        std::fs::write(&f, bare).unwrap();
+        let out = Command::new(EXE).arg("run").arg(&f).output().unwrap();
+        assert_eq!(out.status.code(), Some(code), "{rel}: {}", String::from_utf8_lossy(&out.stdout));
+        assert!(String::from_utf8_lossy(&out.stdout).contains("verdict: "));
+    }
+}
