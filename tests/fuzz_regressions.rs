@@ -2,8 +2,10 @@
 //! committed seed corpus (`fuzz/corpus/<target>/`) through the targets' own code
 //! (`vmemsim_sim::fuzzing`), so a fixed crash stays fixed and the seeds stay valid inputs.
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::panic::catch_unwind;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::Duration;
 
 type Target = fn(&[u8]) -> bool;
 
@@ -22,22 +24,32 @@ fn files(dir: &str, target: &str) -> Vec<PathBuf> {
     out
 }
 
-/// Runs each file through `f`; returns how many ran, how many reached the end of the target,
-/// and one line per panic.
+/// How long one input may take in this unoptimized build (the fuzzer allows 1 s optimized): a
+/// saved timeout or out-of-memory input fails the test instead of hanging it.
+const DEADLINE: Duration = Duration::from_secs(20);
+
+/// Runs each file through `f`, each on its own thread with a deadline; returns how many ran, how
+/// many reached the end of the target, and one line per panic or overrun.
 fn replay(f: Target, paths: &[PathBuf]) -> (usize, usize, Vec<String>) {
-    let (mut ran, mut reached, mut panics) = (0, 0, Vec::new());
+    let (mut ran, mut reached, mut failures) = (0, 0, Vec::new());
     for p in paths {
         let data = std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-        match catch_unwind(AssertUnwindSafe(|| f(&data))) {
-            Ok(r) => reached += usize::from(r),
-            Err(e) => {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(catch_unwind(|| f(&data)));
+        });
+        match rx.recv_timeout(DEADLINE) {
+            Ok(Ok(r)) => reached += usize::from(r),
+            Ok(Err(e)) => {
                 let msg = e.downcast_ref::<String>().cloned().or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()));
-                panics.push(format!("{}: panicked: {}", p.display(), msg.unwrap_or_default()));
+                failures.push(format!("{}: panicked: {}", p.display(), msg.unwrap_or_default()));
             }
+            // The thread is left running: the test fails and its process ends.
+            Err(_) => failures.push(format!("{}: still running after {DEADLINE:?}", p.display())),
         }
         ran += 1;
     }
-    (ran, reached, panics)
+    (ran, reached, failures)
 }
 
 #[test]
@@ -53,7 +65,7 @@ fn every_saved_crash_input_runs_without_a_panic() {
         panics.extend(p);
     }
     println!("fuzz regressions: {total} input(s) replayed in all");
-    assert!(panics.is_empty(), "{} input(s) panic:\n{}", panics.len(), panics.join("\n"));
+    assert!(panics.is_empty(), "{} input(s) panic or overrun:\n{}", panics.len(), panics.join("\n"));
 }
 
 #[test]
