@@ -7,6 +7,7 @@ pub mod conformance;
 pub mod engine;
 pub mod error;
 pub mod found;
+pub mod fuzzing;
 pub mod gen;
 pub mod load;
 pub mod oracle;
