@@ -208,14 +208,18 @@ pub fn preflight(events: &[Event], backend: Backend, prealloc: bool, machine: Op
     let others: Vec<(String, Bytes)> = blocks.iter().filter(|(n, _)| !device_blocks.contains(n)).map(|(n, l)| (n.clone(), Bytes(*l))).collect();
     let main = others.iter().find(|(n, _)| n == vmemsim_model::vm::MAIN_RAM).map_or(0, |(_, l)| l.0);
     let extra_ram: Vec<(String, Bytes)> = others.into_iter().filter(|(n, _)| n != vmemsim_model::vm::MAIN_RAM).collect();
+    // NUMA nodes as many as the highest node a device names (none when all are node 0).
+    let numa_nodes = match max_node {
+        None => 0,
+        Some(n) => n.checked_add(1).ok_or_else(|| format!("an early section names NUMA node {n}: no machine has that many nodes"))?,
+    };
     let cfg = VmConfig {
         machine: MachineType::parse(&machine).map_err(|e| e.to_string())?,
         devices,
         backend,
         main_ram: Bytes(main),
         extra_ram,
-        // NUMA nodes as many as the highest node a device names (none when all are node 0).
-        facts: HostFacts { numa_nodes: max_node.map_or(0, |n| n + 1), ..HostFacts::default() },
+        facts: HostFacts { numa_nodes, ..HostFacts::default() },
         variant: Variant::Faithful,
     };
     let (vm, _) = Vm::realize(&cfg).map_err(|e| e.to_string())?;
