@@ -13,7 +13,7 @@ pub fn run(file: &Path) -> Result<ExitCode, String> {
     let b = build(&l).map_err(|e| e.to_string())?;
     out!("scenario: {}", l.scenario.name);
     let needs = fits(&b).map_err(|why| format!("{}: does not run on real memory here: {why}", file.display()))?;
-    out!("real memory: {needs:?}");
+    out!("real memory: {needs}");
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
     let model = model_outcome(&b);
     interrupt::install().map_err(|e| format!("cannot handle signals: {e}"))?;

@@ -35,6 +35,29 @@ pub struct Needs {
     pub huge_pages: u64,
 }
 
+/// What the run will use, for people: "a private tmpfs mount with a 4 GiB quota, ...".
+impl std::fmt::Display for Needs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts = Vec::new();
+        if let Some((fs, quota)) = self.mount {
+            parts.push(match quota {
+                Some(q) => format!("a private {fs} mount with a {} quota", Bytes(q)),
+                None => format!("a private {fs} mount"),
+            });
+        }
+        if self.files {
+            parts.push("regular files without a name in the temp dir".to_string());
+        }
+        if self.huge_pages > 0 {
+            parts.push(format!("{} huge pages of 2 MiB added to the pool for the run", self.huge_pages));
+        }
+        if parts.is_empty() {
+            parts.push("private memory only".to_string());
+        }
+        f.write_str(&parts.join(", "))
+    }
+}
+
 impl Needs {
     pub fn needs_root(&self) -> bool {
         self.mount.is_some() || self.huge_pages > 0
