@@ -181,14 +181,13 @@ pub fn run_real(exe: &Path, text: &str, b: &Built, timeout: Duration) -> Result<
     die_with_parent(&mut cmd);
     let spawned = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().map_err(|e| err(format!("cannot start {}: {e}", exe.display())))?;
     // From here on the child is killed and reaped on every way out, a panic included.
-    let mut child = KillOnDrop(Some(spawned));
-    let c = child.0.as_mut().expect("just set");
+    let mut child = KillOnDrop(spawned);
+    let c = &mut child.0;
     c.stdin.take().expect("piped").write_all(text.as_bytes()).map_err(|e| err(format!("cannot send the scenario: {e}")))?;
     let stdout = c.stdout.take().expect("piped");
     let reader = std::thread::spawn(move || BufReader::new(stdout).lines().map_while(Result::ok).collect::<Vec<String>>());
     let status = loop {
-        let c = child.0.as_mut().expect("set until the end");
-        if let Some(s) = c.try_wait().map_err(|e| err(format!("wait: {e}")))? {
+        if let Some(s) = child.0.try_wait().map_err(|e| err(format!("wait: {e}")))? {
             break s;
         }
         if start.elapsed() > timeout {
@@ -197,7 +196,7 @@ pub fn run_real(exe: &Path, text: &str, b: &Built, timeout: Duration) -> Result<
         interrupted()?;
         std::thread::sleep(Duration::from_millis(5));
     };
-    let stderr = child.0.as_mut().expect("set until the end").stderr.take();
+    let stderr = child.0.stderr.take();
     let lines = reader.join().map_err(|_| err("the reader thread panicked".into()))?;
     let elapsed = start.elapsed();
     // A signal that reached the child too (a terminal's Ctrl-C goes to the process group).
@@ -216,14 +215,12 @@ fn interrupted() -> Result<(), SimError> {
 
 /// Kills and reaps the child it holds when dropped (a reaped child is left alone: std knows it
 /// ended and sends no signal).
-struct KillOnDrop(Option<Child>);
+struct KillOnDrop(Child);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
-        if let Some(c) = self.0.as_mut() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
