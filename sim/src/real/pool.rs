@@ -27,14 +27,52 @@ impl PoolDir {
         text.trim().parse().map_err(|_| std::io::Error::other(format!("{}: '{}' is not a number", path.display(), text.trim())))
     }
 
-    /// The persistent pool size (`nr_hugepages`: surplus pages are not counted).
-    pub fn persistent(&self) -> std::io::Result<u64> {
+    /// All pages of the pool: the sysfs `nr_hugepages` counts surplus pages too
+    /// (`nr_hugepages_show_common`, mm/hugetlb.c shows `h->nr_huge_pages`).
+    pub fn total(&self) -> std::io::Result<u64> {
         self.read("nr_hugepages")
     }
 
-    fn set_persistent(&self, pages: u64, _lock: &HostLock) -> std::io::Result<()> {
+    /// Surplus (overcommitted) pages.
+    pub fn surplus(&self) -> u64 {
+        self.read("surplus_hugepages").unwrap_or(0)
+    }
+
+    /// The persistent pool size: what a write of `nr_hugepages` sets (`set_max_huge_pages`
+    /// compares it with `persistent_huge_pages`, total less surplus).
+    pub fn persistent(&self) -> std::io::Result<u64> {
+        Ok(self.total()?.saturating_sub(self.surplus()))
+    }
+
+    fn write(&self, pages: u64) -> std::io::Result<()> {
         let path = self.file("nr_hugepages");
         std::fs::write(&path, pages.to_string()).map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))
+    }
+
+    /// Grows the persistent pool to `pages` (surplus pages become persistent first).
+    fn grow_to(&self, pages: u64, _lock: &HostLock) -> std::io::Result<()> {
+        self.write(pages)
+    }
+
+    /// Shrinks the persistent pool by `pages`. The kernel's shrink (`set_max_huge_pages`) drops
+    /// its lock between freeing free pages and making in-use pages surplus: a page freed in
+    /// between is left free *and* surplus, and no later write of a smaller size frees it (seen
+    /// here after a shrink that raced the exit of a destination, whose mount the kernel tears
+    /// down a moment later). So it waits (at most 2 s) until the pages to give back are free,
+    /// then makes any surplus pages persistent (freeing such stuck pages with the rest) and
+    /// writes the smaller size; pages others still use become surplus again.
+    fn shrink_by(&self, pages: u64, lock: &HostLock) -> std::io::Result<u64> {
+        let start = std::time::Instant::now();
+        while self.available() < pages && start.elapsed() < std::time::Duration::from_secs(2) {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let (persistent, surplus) = (self.persistent()?, self.surplus());
+        if surplus > 0 {
+            self.grow_to(persistent + surplus, lock)?;
+        }
+        let target = persistent.saturating_sub(pages);
+        self.write(target)?;
+        Ok(target)
     }
 
     /// Free pages that nobody has reserved: what a new mapping can really get.
@@ -81,11 +119,11 @@ impl HugePool {
         let lock = HostLock::take()?;
         repair_locked(&lock)?;
         let before = pool.persistent()?;
-        let surplus = pool.read("surplus_hugepages").unwrap_or(0);
+        let surplus = pool.surplus();
         let target = before + surplus + pages;
         let mut entry = Entry::new(&pool.0, target - before, Some(before));
         entry.write(&lock)?;
-        let written = pool.set_persistent(kernel(target), &lock);
+        let written = pool.grow_to(kernel(target), &lock);
         // The kernel gives what it can (and says so in nr_hugepages); the increment is that.
         let after = pool.persistent()?;
         entry.pages = after.saturating_sub(before);
@@ -115,9 +153,7 @@ impl Drop for HugePool {
     fn drop(&mut self) {
         let Some(entry) = self.entry.take() else { return };
         let Ok(lock) = HostLock::take() else { return };
-        if let Ok(now) = self.pool.persistent() {
-            let _ = self.pool.set_persistent(now.saturating_sub(entry.pages), &lock);
-        }
+        let _ = self.pool.shrink_by(entry.pages, &lock);
         let _ = entry.remove(&lock);
     }
 }
@@ -140,9 +176,9 @@ fn repair_locked(lock: &HostLock) -> std::io::Result<Vec<String>> {
             Some(before) => now.saturating_sub(before),
             None => e.pages,
         };
-        pool.set_persistent(now.saturating_sub(give_back), lock)?;
+        let left = pool.shrink_by(give_back, lock)?;
         e.remove(lock)?;
-        done.push(format!("{}: took back {give_back} huge pages that process {} added and did not release (now {})", e.pool, e.owner.pid, now.saturating_sub(give_back)));
+        done.push(format!("{}: took back {give_back} huge pages that process {} added and did not release (now {left})", e.pool, e.owner.pid));
     }
     for path in bad {
         std::fs::remove_file(&path)?;
@@ -211,7 +247,7 @@ mod tests {
         let pool = PoolDir::for_page_size(2 << 20);
         let lock = HostLock::take().unwrap();
         let found = pool.persistent().unwrap();
-        pool.set_persistent(found + 2, &lock).unwrap();
+        pool.grow_to(found + 2, &lock).unwrap();
         let mut dead = Entry::new(&pool.0, 2, None);
         dead.owner.start += 1; // this pid, another start time: a process that is gone
         dead.path.set_file_name(format!("{}-dead", dead.path.file_name().unwrap().to_string_lossy()));
@@ -221,7 +257,7 @@ mod tests {
         assert_eq!(pool.persistent().unwrap(), found);
         assert!(!dead.path.exists());
         // Asked for 10 more, the kernel had added 3 when the owner died.
-        pool.set_persistent(found + 3, &lock).unwrap();
+        pool.grow_to(found + 3, &lock).unwrap();
         dead.pages = 10;
         dead.pending_from = Some(found);
         dead.write(&lock).unwrap();
