@@ -6,6 +6,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use vmemsim_model::migration::verdict::Verdict;
 use vmemsim_model::{OutcomeClass, Variant};
 use vmemsim_sim::campaign::{campaign, Options, Shard, Summary};
 use vmemsim_sim::found::record;
@@ -35,6 +36,14 @@ fn print_summary(o: &Options, s: &Summary) {
     out!("{:<28} {:>10}", "outcome", "runs");
     for c in OutcomeClass::ALL {
         out!("{:<28} {:>10}", c.name(), s.by_class.get(c.name()).copied().unwrap_or(0));
+    }
+    out!("");
+    out!("{:<28} {:>10}  {}", "verdict", "runs", "first seed (vmemsim campaign --seed S --runs 1)");
+    for v in Verdict::ALL {
+        match s.by_verdict.get(&v) {
+            Some((n, seed)) => out!("{:<28} {:>10}  {seed}", v.name(), n),
+            None => out!("{:<28} {:>10}", v.name(), 0),
+        }
     }
     out!("");
     out!("{:<28} {:>10}  {}", "property", "violations", "first seed");

@@ -52,3 +52,19 @@ fn run_without_an_expectation_exits_0_only_when_safe() {
         assert!(String::from_utf8_lossy(&out.stdout).contains("verdict: "));
     }
 }
+
+/// A faithful campaign reaches every verdict, counts each run once, and names a seed for each
+/// verdict whose replay gives that verdict.
+#[test]
+fn a_campaign_counts_verdicts_and_names_a_seed_for_each() {
+    use vmemsim_model::migration::verdict::Verdict;
+    use vmemsim_sim::campaign::{campaign, run_seed, Options, Shard};
+    let o = Options { runs: Some(3000), seed: 1, threads: 2, shard: Shard::WHOLE, variant: vmemsim_model::Variant::Faithful, time: None, stop_on_finding: false };
+    let s = campaign(&o, &|_, _| {});
+    assert_eq!(s.by_verdict.values().map(|(n, _)| n).sum::<u64>(), s.runs - s.generator_errors.len() as u64);
+    for v in Verdict::ALL {
+        let (n, seed) = *s.by_verdict.get(&v).unwrap_or_else(|| panic!("no {v} in {} runs: {:?}", s.runs, s.by_verdict));
+        assert!(n > 0);
+        assert_eq!(run_seed(seed, o.variant).0.verdict, Some(v), "seed {seed} replays as {v}");
+    }
+}

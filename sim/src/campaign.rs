@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use vmemsim_model::migration::verdict::Verdict;
 use vmemsim_model::Variant;
 
 use crate::build::build;
@@ -60,6 +61,8 @@ pub struct SeedResult {
     pub seed: u64,
     /// The outcome class, or why the generated scenario could not be built (a generator bug).
     pub class: Result<String, String>,
+    /// The verdict over both sides (None when the scenario could not be built).
+    pub verdict: Option<Verdict>,
     pub violations: Vec<Property>,
     pub faults: Vec<FaultKind>,
 }
@@ -71,6 +74,8 @@ pub struct Summary {
     pub by_class: BTreeMap<String, u64>,
     /// Violations per property: count and lowest seed.
     pub by_property: BTreeMap<Property, (u64, u64)>,
+    /// Runs per verdict: count and lowest seed (a seed to replay for each).
+    pub by_verdict: BTreeMap<Verdict, (u64, u64)>,
     pub generator_errors: Vec<(u64, String)>,
     /// Seeds with at least one violation, ascending.
     pub findings: Vec<u64>,
@@ -87,11 +92,12 @@ pub fn run_seed(seed: u64, variant: Variant) -> (SeedResult, Option<Sim>) {
     let l = loaded(generate(seed, variant));
     let faults = swarm(seed);
     match build(&l) {
-        Err(e) => (SeedResult { seed, class: Err(e.to_string()), violations: vec![], faults }, None),
+        Err(e) => (SeedResult { seed, class: Err(e.to_string()), verdict: None, violations: vec![], faults }, None),
         Ok(b) => {
             let sim = simulate(&b);
             let violations = sim.violations.iter().map(|v| v.property).collect();
-            (SeedResult { seed, class: Ok(sim.outcome.class().name().to_string()), violations, faults }, Some(sim))
+            let verdict = Some(sim.judgement.verdict);
+            (SeedResult { seed, class: Ok(sim.outcome.class().name().to_string()), verdict, violations, faults }, Some(sim))
         }
     }
 }
@@ -154,6 +160,9 @@ pub fn campaign(opts: &Options, progress: &(dyn Fn(u64, u64) + Sync)) -> Summary
         for p in &r.violations {
             let e = s.by_property.entry(*p).or_insert((0, r.seed));
             e.0 += 1;
+        }
+        if let Some(v) = r.verdict {
+            s.by_verdict.entry(v).or_insert((0, r.seed)).0 += 1;
         }
         if !r.violations.is_empty() {
             s.findings.push(r.seed);
