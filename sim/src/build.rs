@@ -23,6 +23,8 @@ pub struct Built {
     pub actions: Vec<(u64, usize, Request)>,
     /// Requested-size changes by virtual time: (time, device, size).
     pub resizes: Vec<(u64, usize, Bytes)>,
+    /// The guest writes what it plugs on the destination after the restore (`init_on_free=1`).
+    pub init_on_free: bool,
     /// Competitors draining the destination's pool.
     pub drains: Vec<(DrainPoint, Bytes)>,
     /// Cancel the migration at this time and retry to a second destination.
@@ -237,6 +239,7 @@ pub fn build(l: &Loaded) -> Result<Built, SimError> {
         hints,
         actions,
         resizes,
+        init_on_free: s.guest.init_on_free,
         drains,
         cancel_at: s.faults.cancel_at_us,
         bandwidth,

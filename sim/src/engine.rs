@@ -9,11 +9,11 @@ use std::sync::Arc;
 use vmemsim_model::PlugMap;
 use vmemsim_model::migration::destination::{Destination, PostcopyState};
 use vmemsim_model::migration::item::Item;
-use vmemsim_model::migration::outcome::Stage;
+use vmemsim_model::migration::outcome::{FaultSite, Stage};
 use vmemsim_model::migration::source_fate::{source_fate, SourceFate};
 use vmemsim_model::migration::verdict::{judge, Judgement, Unbacked};
 use vmemsim_model::migration::source;
-use vmemsim_model::{Bytes, HostMemory, ModelMemory, Outcome, OutcomeClass, Request, Vm};
+use vmemsim_model::{Bytes, HostMemory, ModelMemory, Outcome, OutcomeClass, Request, Response, Vm};
 
 use crate::build::Built;
 use crate::oracle;
@@ -85,6 +85,8 @@ struct Run<'a> {
     invariants_seen: bool,
     /// Source devices that events touched since the last check of property 5, in order.
     touched_src: BTreeSet<usize>,
+    /// A SIGBUS of the restored guest writing memory it had just plugged (`init_on_free`).
+    after_restore_crash: Option<Outcome>,
 }
 
 /// Where a step changed a device's plug state.
@@ -122,6 +124,8 @@ impl<'a> Run<'a> {
             let dev = match self.events[idx] {
                 Event::Request(dev, _) | Event::Resize(dev, _) => dev,
             };
+            // The migration completed and the guest runs on the destination.
+            let restored = guest == Guest::Destination && dest.as_ref().is_some_and(|d| d.eof_seen());
             let (side, vm, busy, touched): (&str, &mut Vm, bool, Touched) = match (guest, dest.as_mut()) {
                 (Guest::Destination, Some(d)) => {
                     let busy = d.in_incoming_postcopy();
@@ -135,7 +139,11 @@ impl<'a> Run<'a> {
             let line = match self.events[idx].clone() {
                 Event::Request(dev, req) => {
                     let resp = vm.request(dev, req, busy);
-                    format!("guest {} {req} -> {resp}", vm.devices[dev].id())
+                    let line = format!("guest {} {req} -> {resp}", vm.devices[dev].id());
+                    if let (true, true, Request::Plug { addr, nb_blocks }, Response::Ack) = (restored, self.b.init_on_free, req, resp) {
+                        self.after_restore_crash = self.after_restore_crash.take().or_else(|| write_plugged(vm, dev, addr, nb_blocks));
+                    }
+                    line
                 }
                 Event::Resize(dev, size) => match vm.devices[dev].set_requested_size(size) {
                     Ok(()) => format!("manager {} requested-size {size}", vm.devices[dev].id()),
@@ -270,6 +278,7 @@ pub fn simulate(b: &Built) -> Sim {
         channel: Stream::new(b.seed, Actor::Channel),
         invariants_seen: false,
         touched_src: BTreeSet::new(),
+        after_restore_crash: None,
     };
     for (seq, &(t, dev, req)) in b.actions.iter().enumerate() {
         run.events.push(Event::Request(dev, req));
@@ -329,6 +338,22 @@ fn setup_lines(run: &mut Run) {
     for l in lines {
         run.log("setup", l);
     }
+}
+
+/// A guest with `init_on_free=1` writes the blocks it just plugged: with prealloc off nothing
+/// backed them at PLUG time (`virtio_mem_set_block_state` only populates with prealloc), so a
+/// backend with no room left kills QEMU by SIGBUS.
+fn write_plugged(vm: &mut Vm, dev: usize, addr: vmemsim_model::Gpa, nb_blocks: u16) -> Option<Outcome> {
+    let d = &vm.devices[dev];
+    let offset = Bytes(addr.0.checked_sub(d.addr().0).expect("an ACKed plug lies in the region"));
+    let len = Bytes(d.block_size().0.checked_mul(u64::from(nb_blocks)).expect("an ACKed plug fits the region"));
+    let rb = d.ram_block();
+    let sigbus = vm.host.touch(rb, offset, len).err()?;
+    Some(Outcome::RuntimeCrash {
+        site: FaultSite { block: vm.device_block(dev).name.clone(), offset: sigbus.offset },
+        why: "the guest (init_on_free=1) wrote memory it had just plugged after the restore; without prealloc nothing backed it, and the backend has no memory left".into(),
+        lines: std::mem::take(&mut vm.lines),
+    })
 }
 
 /// How the last attempt ended: the destination's outcome, the index of the item it failed on
@@ -444,6 +469,9 @@ fn migrate(run: &mut Run, premise: bool) -> Ended {
         run.log("guest", format!("runs on the destination, touched {touched} ranges"));
         let mut holder = Some(d);
         run.run_events(u64::MAX, Guest::Destination, &mut holder, false);
+        if let Some(outcome) = run.after_restore_crash.take() {
+            return Ended { outcome, items, failed: None, unbacked: None };
+        }
         let d = holder.take().expect("the destination exists");
         let unbacked = Some(d.unbacked());
         return Ended { outcome: d.finish(), items, failed: None, unbacked };

@@ -268,6 +268,9 @@ pub fn generate(seed: u64, variant: Variant) -> Scenario {
         if let Some(b) = unplugged_first {
             guest.action.push(spanned(ActionSpec { at_us: after + 1, device: format!("vmem{i}"), op: OpSpec::Plug, block: b, count: 1 }));
         }
+        // Half the time the guest writes what it plugs (init_on_free=1). The manager stream's
+        // last draw: earlier draws are unchanged.
+        guest.init_on_free = mg.chance(50);
     }
 
     // Balloon hints (the guest reuses them after switchover).

@@ -18,9 +18,10 @@ fn aligned_total(set: &RangeSet, page: u64) -> u64 {
 }
 
 /// The predicted class, or `None` when the table does not apply (postcopy, competitors,
-/// cancellation, differing sides, mixed per-device settings).
+/// cancellation, a guest that writes what it plugs after the restore, differing sides, mixed
+/// per-device settings).
 pub fn predict(b: &Built) -> Option<OutcomeClass> {
-    if b.plan.is_postcopy() || !b.drains.is_empty() || b.cancel_at.is_some() {
+    if b.plan.is_postcopy() || !b.drains.is_empty() || b.cancel_at.is_some() || b.init_on_free {
         return None;
     }
     let src = &b.source;

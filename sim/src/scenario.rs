@@ -241,6 +241,10 @@ pub struct GuestSpec {
     /// (BUSY during migration), on the destination after switchover.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub action: Vec<Spanned<ActionSpec>>,
+    /// The guest writes memory as soon as it plugs it on the destination after the restore,
+    /// as a Linux guest with `init_on_free=1` does (pages are zeroed when onlined).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub init_on_free: bool,
 }
 
 impl GuestSpec {
