@@ -62,8 +62,7 @@ fn orphaned_destinations() -> Vec<u32> {
         if !cmdline.split(|b| *b == 0).any(|a| a == b"__real-destination") {
             continue;
         }
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let ppid = stat.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().nth(1)?.parse::<u32>().ok());
+        let ppid = super::ledger::stat_fields(pid).and_then(|f| f.get(1)?.parse::<u32>().ok());
         if ppid == Some(1) {
             pids.push(pid);
         }

@@ -49,17 +49,20 @@ impl Owner {
 
     /// Whether the owner still runs (a zombie has ended: its memory and mounts are gone).
     pub fn alive(&self) -> bool {
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)) else { return false };
-        let Some((_, rest)) = stat.rsplit_once(')') else { return false };
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        fields.first() != Some(&"Z") && fields.get(19).and_then(|s| s.parse().ok()) == Some(self.start)
+        stat_fields(self.pid).is_some_and(|f| f.first().map(String::as_str) != Some("Z") && f.get(19).and_then(|s| s.parse().ok()) == Some(self.start))
     }
 }
 
-fn start_time(pid: u32) -> Option<u64> {
+/// The fields of `/proc/PID/stat` after the command name, from field 3 (the state) on: index
+/// 1 is the parent's pid, 19 the start time.
+pub fn stat_fields(pid: u32) -> Option<Vec<String>> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let (_, rest) = stat.rsplit_once(')')?;
-    rest.split_whitespace().nth(19)?.parse().ok()
+    Some(rest.split_whitespace().map(str::to_string).collect())
+}
+
+fn start_time(pid: u32) -> Option<u64> {
+    stat_fields(pid)?.get(19)?.parse().ok()
 }
 
 /// One increment of one pool, as recorded. `pending_from` is set while the owner, holding the
