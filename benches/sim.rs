@@ -42,6 +42,7 @@ fn seed_scenario(c: &mut Criterion) {
 /// block each, and the destination's configuration.
 fn setup(region: Bytes, runs: u64) -> (Vm, VmConfig) {
     let cfg = VmConfig {
+        qemu: vmemsim_model::QemuProfile::default(),
         machine: MachineType::parse("q35").expect("known"),
         devices: vec![DeviceConfig::vmem0(Gpa(1 << 40), region, region, true)],
         backend: Backend { kind: BackendKind::MemfdHugetlb, page_size: Bytes::mib(2), capacity: Capacity::Unlimited },
@@ -85,7 +86,7 @@ fn campaigns(c: &mut Criterion) {
     g.throughput(Throughput::Elements(4000));
     for threads in [1usize, 2] {
         g.bench_with_input(BenchmarkId::new("threads", threads), &threads, |b, &threads| {
-            let o = Options { runs: Some(4000), seed: 1, threads, shard: Shard::WHOLE, variant: Variant::Faithful, time: None, stop_on_finding: false };
+            let o = Options { runs: Some(4000), seed: 1, threads, shard: Shard::WHOLE, variant: Variant::Faithful, qemu: vmemsim_model::QemuVersion::DEFAULT, time: None, stop_on_finding: false };
             b.iter(|| campaign(&o, &|_, _| {}))
         });
     }

@@ -10,6 +10,7 @@ use vmemsim_model::migration::verdict::Verdict;
 use vmemsim_model::{OutcomeClass, Variant};
 use vmemsim_sim::campaign::{campaign, Options, Shard, Summary};
 use vmemsim_sim::found::record;
+use vmemsim_sim::hazards::Hazard;
 use vmemsim_sim::Property;
 
 pub struct Args {
@@ -43,6 +44,14 @@ fn print_summary(o: &Options, s: &Summary) {
         match s.by_verdict.get(&v) {
             Some((n, seed)) => out!("{:<28} {:>10}  {seed}", v.name(), n),
             None => out!("{:<28} {:>10}", v.name(), 0),
+        }
+    }
+    out!("");
+    out!("{:<28} {:>10}  {}", "QEMU hazard", "runs", "first seed");
+    for h in Hazard::ALL {
+        match s.by_hazard.get(&h) {
+            Some((n, seed)) => out!("{:<28} {:>10}  {seed}", h.name(), n),
+            None => out!("{:<28} {:>10}", h.name(), 0),
         }
     }
     out!("");
@@ -99,11 +108,11 @@ pub fn run(args: Args) -> Result<bool, String> {
     out!("");
     out!("findings: {} seeds violate a property", summary.findings.len());
     for (p, (_, seed)) in &summary.by_property {
-        out!("  {p}: first at seed {seed}; unshrunk replay: vmemsim campaign --variant {} --seed {seed} --runs 1", o.variant);
+        out!("  {p}: first at seed {seed}; unshrunk replay: vmemsim campaign --variant {} --qemu {} --seed {seed} --runs 1", o.variant, o.qemu);
         if !args.shrink {
             continue;
         }
-        let f = record(*seed, o.variant, *p, &args.found_dir, args.shrink_time).map_err(|e| format!("cannot write the finding: {e}"))?;
+        let f = record(*seed, o.variant, o.qemu, *p, &args.found_dir, args.shrink_time).map_err(|e| format!("cannot write the finding: {e}"))?;
         out!(
             "    shrunk from {} parts to {} in {} steps ({:.2} s{}); replay: {}",
             f.size_before.0,

@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use vmemsim_model::migration::verdict::Verdict;
-use vmemsim_model::{Capacity, Mode, Variant};
+use vmemsim_model::{Capacity, Mode, PostcopyStart, Variant};
 use vmemsim_sim::campaign::{Options, Shard};
 use vmemsim_sim::{build, check_expectations, load, run_built, Built, Loaded};
 
@@ -81,6 +81,9 @@ enum Command {
         /// The model variant under test.
         #[arg(long, value_parser = campaign_cmd::parse_variant, default_value = "faithful")]
         variant: Variant,
+        /// The QEMU release on both sides of every generated scenario.
+        #[arg(long, default_value = "10.0.2")]
+        qemu: vmemsim_model::QemuVersion,
         /// Stop after this long (e.g. 30s, 2m).
         #[arg(long, value_parser = campaign_cmd::parse_duration)]
         time: Option<Duration>,
@@ -157,21 +160,22 @@ fn describe(l: &Loaded, b: &Built) {
     if s.variant != Variant::Faithful {
         out!("variant: {}", s.variant);
     }
-    let side = |name: &str, machine: &str, backend: &vmemsim_model::Backend| {
+    let side = |name: &str, qemu: &vmemsim_model::QemuProfile, machine: &str, backend: &vmemsim_model::Backend| {
         let cap = match backend.capacity {
             Capacity::Unlimited => "unlimited".to_string(),
             Capacity::Limited(b) => b.to_string(),
         };
-        out!("{name}: machine {machine}, {} memory ({} pages), capacity {cap}", backend.kind.name(), backend.page_size);
+        out!("{name}: QEMU {}, machine {machine}, {} memory ({} pages), capacity {cap}", qemu.version, backend.kind.name(), backend.page_size);
     };
-    side("source", b.source.machine.name(), &b.source.backend);
+    side("source", &b.source_qemu, b.source.machine.name(), &b.source.backend);
     for d in &b.source.devices {
         out!("  {} at {}: {}", d.id(), d.pci(), d.summary());
     }
-    side("destination", b.destination.machine.name(), &b.destination.backend);
+    side("destination", &b.destination_qemu, b.destination.machine.name(), &b.destination.backend);
     match b.plan.mode {
         Mode::Precopy => out!("migration: precopy"),
-        Mode::Postcopy { switch_percent } => out!("migration: postcopy, switching after {switch_percent}% of the pages"),
+        Mode::Postcopy { start: PostcopyStart::Share(p) } => out!("migration: postcopy, migrate-start-postcopy after {p}% of the pages"),
+        Mode::Postcopy { start: PostcopyStart::After(b) } => out!("migration: postcopy, migrate-start-postcopy after {b} of page data"),
     }
 }
 
@@ -250,10 +254,10 @@ fn main() -> ExitCode {
         Command::Cleanup => real_cmd::cleanup(),
         Command::Replay { file, trace } => run(file, trace, true),
         Command::Check { file } => check(file),
-        Command::Campaign { runs, seed, threads, shard, variant, time, found_dir, shrink_time, no_shrink, stop_on_finding } => {
+        Command::Campaign { runs, seed, threads, shard, variant, qemu, time, found_dir, shrink_time, no_shrink, stop_on_finding } => {
             let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
             let runs = if runs.is_none() && time.is_none() { Some(10_000) } else { runs };
-            let options = Options { runs, seed, threads, shard, variant, time, stop_on_finding };
+            let options = Options { runs, seed, threads, shard, variant, qemu, time, stop_on_finding };
             campaign_cmd::run(campaign_cmd::Args { options, found_dir, shrink_time, shrink: !no_shrink })
                 .map(|found| if found { ExitCode::from(1) } else { ExitCode::SUCCESS })
         }

@@ -146,3 +146,39 @@ fn devices_that_overlap_or_sit_on_main_ram_get_qemus_words() {
     let l = parse(Path::new("t.toml"), &format!("{GOOD}{}", second.replace("0x100000000", "0x140000000"))).unwrap();
     build(&l).unwrap();
 }
+
+#[test]
+fn qemu_versions_and_machine_types_name_what_the_release_offers() {
+    let e = error(&GOOD.replace("machine = \"q35\"", "qemu = \"11.1.2\"\nmachine = \"q35\""));
+    assert!(e.contains("line 3") && e.contains("8.0.0 to 10.2.x"), "{e}");
+    let e = error(&GOOD.replace("machine = \"q35\"", "qemu = \"10.0\"\nmachine = \"q35\""));
+    assert!(e.contains("line 3") && e.contains("major.minor.micro"), "{e}");
+    // The source must run its machine type; the error says what its release offers.
+    let e = error(&GOOD.replace("machine = \"q35\"", "machine = \"pc-q35-10.2\""));
+    assert!(e.contains("source.machine") && e.contains("unsupported machine type: \"pc-q35-10.2\""), "{e}");
+    assert!(e.contains("QEMU 10.0.2 offers q35 = pc-q35-10.0"), "{e}");
+    // A destination release without the source's machine type is an outcome, not an error.
+    let newer = GOOD.replace("machine = \"q35\"", "qemu = \"10.2.2\"\nmachine = \"q35\"").replace("[destination]\n", "[destination]\nqemu = \"10.0.2\"\n");
+    let l = parse(Path::new("t.toml"), &newer).unwrap();
+    let r = vmemsim_sim::run(&l).unwrap();
+    assert_eq!(r.outcome.lines(), ["unsupported machine type: \"pc-q35-10.2\"".to_string()]);
+    // A name no release has is a typo.
+    let e = error(&GOOD.replace("[destination]\n", "[destination]\nmachine = \"pc-q35-10.9\"\n"));
+    assert!(e.contains("t.toml:6:") && e.contains("destination.machine") && e.contains("QEMU 10.0.2 offers"), "{e}");
+}
+
+#[test]
+fn postcopy_start_times_say_what_is_allowed() {
+    let postcopy = |start: &str| GOOD.to_string() + &format!("[migration]\nmode = \"postcopy\"\nstart_postcopy = \"{start}\"\n");
+    for good in ["at-once", "250ms", "1s", "0%", "100%"] {
+        build(&parse(Path::new("t.toml"), &postcopy(good)).unwrap()).unwrap_or_else(|e| panic!("{good}: {e}"));
+    }
+    for (bad, says) in [("soon", "at-once"), ("101%", "0% to 100%"), ("1.5s", "\"250ms\""), ("-1s", "\"1s\""), ("99999999999999s", "\"1s\"")] {
+        let e = error(&postcopy(bad));
+        assert!(e.contains("line 16") && e.contains(says), "{bad}: {e}");
+    }
+    let e = error(&(postcopy("at-once") + "switch_percent = 10\n"));
+    assert!(e.contains("not both"), "{e}");
+    let e = error(&(GOOD.to_string() + "[migration]\nstart_postcopy = \"1s\"\n"));
+    assert!(e.contains("migration.start_postcopy") && e.contains("only applies to mode = \"postcopy\""), "{e}");
+}

@@ -14,7 +14,7 @@ use vmemsim_sim::{check_expectations, load, run, Property};
 const RUNS: u64 = 2000;
 
 fn campaign_of(variant: Variant) -> vmemsim_sim::campaign::Summary {
-    let o = Options { runs: Some(RUNS), seed: 1, threads: 2, shard: Shard::WHOLE, variant, time: None, stop_on_finding: false };
+    let o = Options { runs: Some(RUNS), seed: 1, threads: 2, shard: Shard::WHOLE, variant, qemu: vmemsim_model::QemuVersion::DEFAULT, time: None, stop_on_finding: false };
     campaign(&o, &|_, _| {})
 }
 
@@ -49,7 +49,7 @@ fn every_variant_is_caught_shrunk_and_replayed() {
         let property = expected(variant);
         let (count, seed) = *s.by_property.get(&property).unwrap_or_else(|| panic!("{variant}: no {property} in {RUNS} runs: {:?}", s.by_property));
         assert!(count > 0);
-        let f = record(seed, variant, property, &dir, Duration::from_secs(20)).expect("writes the finding");
+        let f = record(seed, variant, vmemsim_model::QemuVersion::DEFAULT, property, &dir, Duration::from_secs(20)).expect("writes the finding");
         assert!(f.size_after <= f.size_before, "{variant}: shrinking never grows");
         let l = load(&f.path).expect("the written finding parses");
         let sim = run(&l).expect("builds");

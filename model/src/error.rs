@@ -5,9 +5,10 @@ use crate::units::UnitError;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ModelError {
-    /// `-machine` names a machine type this model does not know.
-    #[error("unsupported machine type: \"{0}\" (known: q35, pc, pc-q35-X.Y and pc-i440fx-X.Y from 2.0 on)")]
-    UnknownMachine(String),
+    /// `-machine` names a machine type this QEMU version does not offer.
+    /// The text is QEMU's (`select_machine`); [`ModelError::hint`] says what the version offers.
+    #[error("unsupported machine type: \"{name}\"")]
+    UnknownMachine { name: String, qemu: crate::qemu_version::QemuVersion, oldest: String, newest: String },
     /// A device property or realize check failed; `message` is QEMU's error text.
     #[error("-device virtio-mem-pci,id={device}: {message}")]
     Realize { device: String, message: String },
@@ -20,4 +21,16 @@ pub enum ModelError {
     /// Postcopy on memory userfaultfd cannot handle (`postcopy_ram_supported_by_host`).
     #[error("postcopy is not supported on {backend} memory: use anonymous, memfd, tmpfs or hugetlbfs memory")]
     PostcopyUnsupported { backend: &'static str },
+}
+
+impl ModelError {
+    /// What the user can write instead, where the error has an answer to that.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            ModelError::UnknownMachine { qemu, oldest, newest, .. } => Some(format!(
+                "QEMU {qemu} offers q35 = pc-q35-{newest}, pc = pc-i440fx-{newest}, and pc-q35-X.Y or pc-i440fx-X.Y from {oldest} to {newest}"
+            )),
+            _ => None,
+        }
+    }
 }

@@ -31,6 +31,17 @@ pub enum Errno {
 }
 
 impl Errno {
+    /// The errno value on Linux x86-64, as `%i` prints it.
+    pub fn number(self) -> i32 {
+        match self {
+            Errno::Fault => 14,
+            Errno::NoMem => 12,
+            Errno::Exist | Errno::ExistNoPage => 17,
+            Errno::Inval => 22,
+            Errno::Busy => 16,
+        }
+    }
+
     /// `strerror()` text, as QEMU prints it.
     pub fn strerror(self) -> &'static str {
         match self {

@@ -7,6 +7,7 @@ use crate::device::VirtioMem;
 use crate::error::ModelError;
 use crate::host::{HostMemory, HostSetup, Pool, RamBlockId};
 use crate::machine::MachineType;
+use crate::profile::QemuProfile;
 use crate::model_memory::{ModelMemory, PoolId};
 use crate::request::{Request, Response};
 use crate::units::{BlockCount, BlockIndex, Bytes};
@@ -18,6 +19,8 @@ pub const MAIN_RAM: &str = "pc.ram";
 /// What one side of a migration is configured with.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VmConfig {
+    /// The QEMU that runs it.
+    pub qemu: QemuProfile,
     pub machine: MachineType,
     pub devices: Vec<DeviceConfig>,
     /// The backend of every virtio-mem memdev; all memdevs draw from its one capacity (one
@@ -96,6 +99,10 @@ impl<H: HostMemory> Vm<H> {
         mut host: H,
         mut add: impl FnMut(&mut H, &str, Backend, Bytes, Pool) -> RamBlockId,
     ) -> Result<Vm<H>, ModelError> {
+        // `select_machine` (system/vl.c): a machine type this QEMU does not offer starts nothing.
+        if !cfg.qemu.offers(&cfg.machine) {
+            return Err(cfg.qemu.unknown_machine(cfg.machine.name()));
+        }
         // Realize every device first: a refused device starts nothing. Each is placed first
         // (memory_device_pre_plug runs in the machine's pre_plug hook, before the device's
         // realize), against main RAM and the devices before it.

@@ -5,6 +5,7 @@ use vmemsim_model::migration::destination::{Destination, PostcopyState};
 use vmemsim_model::migration::item::Item;
 use vmemsim_model::migration::source;
 use vmemsim_model::migration::drive;
+use vmemsim_model::PostcopyStart;
 use vmemsim_model::{
     Backend, BackendKind, BlockCount, BlockIndex, Bytes, Capacity, DeviceConfig, GuestRange, HostMemory, MachineType,
     Mode, Outcome, OutcomeClass, Plan, Request, Response, Stage, Variant, Vm, VmConfig,
@@ -40,6 +41,7 @@ fn device(region: Bytes, requested: Bytes, prealloc: bool) -> DeviceConfig {
 
 fn config(s: &Setup, capacity: Capacity) -> VmConfig {
     VmConfig {
+        qemu: vmemsim_model::QemuProfile::default(),
         machine: MachineType::parse(s.machine).unwrap(),
         devices: vec![device(s.region, s.plugged, s.prealloc)],
         backend: Backend { kind: s.kind, page_size: s.kind.default_page_size(), capacity },
@@ -76,7 +78,7 @@ fn outcome(s: &Setup, plan: &Plan) -> Outcome {
 }
 
 fn postcopy(percent: u8) -> Plan {
-    Plan { mode: Mode::Postcopy { switch_percent: percent }, ..Plan::default() }
+    Plan { mode: Mode::Postcopy { start: PostcopyStart::Share(percent) }, ..Plan::default() }
 }
 
 #[test]
@@ -106,7 +108,7 @@ fn postcopy_stream_order_follows_qemu() {
     let late = pos(&|i| matches!(i, Item::Late(_)));
     let run = pos(&|i| *i == Item::Run);
     assert!(advise < early && early < discard && discard < listen && listen < late && late < run);
-    assert_eq!(&items[..3], &[Item::Header { machine: "q35".into() }, Item::OpenReturnPath, Item::Ping(1)]);
+    assert_eq!(&items[..3], &[Item::Header { machine: "pc-q35-10.0".into() }, Item::OpenReturnPath, Item::Ping(1)]);
     assert!(items[run + 2..items.len() - 1].iter().all(|i| matches!(i, Item::Ram { .. })));
 }
 
@@ -211,7 +213,7 @@ fn no_discard_after_prealloc_hits_eexist_when_no_discard_command_covers_the_page
     assert_eq!(run(Variant::Faithful, false).class(), OutcomeClass::Completed);
     let o = run(Variant::NoDiscardAfterPrealloc, false);
     assert_eq!(o.class(), OutcomeClass::PostcopyFailed);
-    assert!(o.lines()[0].starts_with("postcopy_place_page: File exists copy host: 0000:00:03.0/mem0+0x0"), "{o}");
+    assert_eq!(o.lines()[0], "postcopy_place_page: File exists copy host: 0000:00:03.0/mem0+0x0 from: tmp-page (size: 2097152)", "hugetlb pages are copied from the zero page: {o}");
 }
 
 #[test]
@@ -269,7 +271,7 @@ fn free_page_hints_crash_the_guest_later_without_prealloc() {
     assert_eq!(outcome(&s, &plan).class(), OutcomeClass::Completed);
     // Under postcopy the balloon does not hint: everything is sent.
     let s = Setup { capacity: Capacity::Limited(Bytes::mib(256)), prealloc: false, ..Setup::default() };
-    let pc = Plan { mode: Mode::Postcopy { switch_percent: 50 }, ..plan };
+    let pc = Plan { mode: Mode::Postcopy { start: PostcopyStart::Share(50) }, ..plan };
     assert_eq!(outcome(&s, &pc).class(), OutcomeClass::Completed);
 }
 
@@ -330,7 +332,7 @@ fn mismatched_machine_types_are_refused_at_the_header() {
     let old = Setup { machine: "pc-q35-7.1", ..Setup::default() };
     let o = drive::migrate(&src, Vm::realize(&config(&old, Capacity::Unlimited)).unwrap().0, &Plan::default());
     assert_eq!(o.stage(), Some(&Stage::Header));
-    assert_eq!(o.lines()[0], "Machine type received is 'q35' and local is 'pc-q35-7.1'");
+    assert_eq!(o.lines()[0], "Machine type received is 'pc-q35-10.0' and local is 'pc-q35-7.1'");
 }
 
 #[test]
@@ -343,7 +345,7 @@ fn out_of_order_postcopy_commands_are_refused() {
         (vec![Item::PostcopyAdvise, Item::Listen, Item::RamDiscard { block: 0, ranges: vec![] }], "CMD_POSTCOPY_RAM_DISCARD in wrong postcopy state (3)"),
     ] {
         let mut dest = destination(&s);
-        dest.apply(&Item::Header { machine: "q35".into() }).unwrap();
+        dest.apply(&Item::Header { machine: "pc-q35-10.0".into() }).unwrap();
         let err = items.iter().find_map(|i| dest.apply(i).err()).expect("refused");
         assert_eq!(err.lines()[0], line);
     }

@@ -13,6 +13,7 @@ const MIB2: u64 = 2 << 20;
 
 fn vm_with(kind: BackendKind, capacity: Capacity, requested: Bytes, prealloc: bool, variant: Variant) -> Vm {
     let cfg = VmConfig {
+        qemu: vmemsim_model::QemuProfile::default(),
         machine: MachineType::parse("q35").unwrap(),
         devices: vec![DeviceConfig::vmem0(Gpa(ADDR), Bytes::gib(1), requested, prealloc)],
         backend: Backend { kind, page_size: kind.default_page_size(), capacity },

@@ -124,6 +124,7 @@ fn malformed_streams_name_the_byte_offset_and_never_panic() {
 
 fn vm(plugs: &[(u64, u64)], machine: &str) -> Vm {
     let cfg = VmConfig {
+        qemu: vmemsim_model::QemuProfile::default(),
         machine: MachineType::parse(machine).unwrap(),
         devices: vec![DeviceConfig::vmem0(Gpa(0x1_4000_0000), Bytes::mib(512), Bytes::mib(512), true)],
         backend: Backend::unlimited(BackendKind::Memfd),

@@ -3,17 +3,20 @@
 
 use vmemsim_model::config::HostFacts;
 use vmemsim_model::{
-    Backend, BlockCount, BlockIndex, Bytes, Capacity, DeviceConfig, GuestRange, MachineType, Mode, Plan, Request, Response,
+    QemuProfile, PostcopyStart, Backend, BlockCount, BlockIndex, Bytes, Capacity, DeviceConfig, GuestRange, MachineType, Mode, Plan, Request, Response,
     Vm, VmConfig,
 };
 
 use crate::error::SimError;
 use crate::load::Loaded;
-use crate::scenario::{BackendSpec, CapacitySpec, DeviceSpec, DrainPoint, ModeSpec, OpSpec};
+use crate::scenario::{BackendSpec, CapacitySpec, DeviceSpec, DrainPoint, ModeSpec, OpSpec, StartSpec};
 
 /// Everything the engine needs to run a scenario.
 #[derive(Clone, Debug)]
 pub struct Built {
+    /// The QEMU releases of both sides.
+    pub source_qemu: QemuProfile,
+    pub destination_qemu: QemuProfile,
     pub source: Vm,
     pub destination: VmConfig,
     pub plan: Plan,
@@ -63,8 +66,41 @@ fn device_config(d: &DeviceSpec, index: usize) -> DeviceConfig {
     }
 }
 
-fn machine(l: &Loaded, m: &toml::Spanned<String>, field: &str) -> Result<MachineType, SimError> {
-    MachineType::parse(m.get_ref()).map_err(|e| l.invalid(m.span().start, field, e.to_string()))
+/// The source's machine type: one its QEMU offers.
+fn machine(l: &Loaded, m: &toml::Spanned<String>, field: &str, qemu: &QemuProfile) -> Result<MachineType, SimError> {
+    MachineType::parse_for(m.get_ref(), qemu).map_err(|e| l.invalid(m.span().start, field, with_hint(&e)))
+}
+
+fn with_hint(e: &vmemsim_model::ModelError) -> String {
+    match e.hint() {
+        Some(h) => format!("{e}: {h}"),
+        None => e.to_string(),
+    }
+}
+
+/// The destination's machine type: an alias resolves as the destination's QEMU resolves it; a
+/// versioned name that some release offers is kept, and a destination QEMU that does not offer
+/// it refuses to start (`Vm::realize`), as the real one does.
+fn destination_machine(l: &Loaded, m: &toml::Spanned<String>, qemu: &QemuProfile) -> Result<MachineType, SimError> {
+    MachineType::parse_for(m.get_ref(), qemu).or_else(|e| {
+        MachineType::parse_for(m.get_ref(), &QemuProfile::newest()).map_err(|_| l.invalid(m.span().start, "destination.machine", with_hint(&e)))
+    })
+}
+
+/// The channel's default bandwidth: 1 GiB per virtual second.
+pub const DEFAULT_BANDWIDTH: u64 = 1 << 30;
+
+/// `migrate-start-postcopy` as the model counts it: a time becomes the page data the channel
+/// carries in that time (the few small sections before the first page are not counted).
+fn postcopy_start(start: StartSpec, bandwidth: u64) -> PostcopyStart {
+    match start {
+        StartSpec::AtOnce => PostcopyStart::Share(0),
+        StartSpec::Share(p) => PostcopyStart::Share(p),
+        StartSpec::AfterUs(us) => {
+            let bytes = u128::from(us) * u128::from(bandwidth) / 1_000_000;
+            PostcopyStart::After(Bytes(u64::try_from(bytes).unwrap_or(u64::MAX)))
+        }
+    }
 }
 
 /// Builds the source VM, the destination configuration and the plan.
@@ -81,9 +117,11 @@ pub fn build(l: &Loaded) -> Result<Built, SimError> {
             return Err(l.invalid(d.span().start, "device.pci", format!("PCI address '{}' is used twice", d.get_ref().pci)));
         }
     }
-    let src_machine = machine(l, &s.source.machine, "source.machine")?;
+    let source_qemu = QemuProfile::of(s.source.qemu.unwrap_or_default());
+    let destination_qemu = QemuProfile::of(s.destination.qemu.or(s.source.qemu).unwrap_or_default());
+    let src_machine = machine(l, &s.source.machine, "source.machine", &source_qemu)?;
     let dst_machine = match &s.destination.machine {
-        Some(m) => machine(l, m, "destination.machine")?,
+        Some(m) => destination_machine(l, m, &destination_qemu)?,
         None => src_machine.clone(),
     };
     let src_backend = backend(s.source.backend.get_ref());
@@ -100,22 +138,29 @@ pub fn build(l: &Loaded) -> Result<Built, SimError> {
             ));
         }
     }
+    let bandwidth = s.migration.bandwidth.map_or(DEFAULT_BANDWIDTH, |b| b.0);
     let mode = match s.migration.mode {
         ModeSpec::Precopy => {
-            if s.migration.switch_percent.is_some() {
-                return Err(l.invalid(0, "migration.switch_percent", "switch_percent only applies to mode = \"postcopy\""));
+            for (given, field) in [(s.migration.switch_percent.is_some(), "switch_percent"), (s.migration.start_postcopy.is_some(), "start_postcopy")] {
+                if given {
+                    return Err(l.invalid(0, &format!("migration.{field}"), format!("{field} only applies to mode = \"postcopy\"")));
+                }
             }
             Mode::Precopy
         }
         ModeSpec::Postcopy => {
-            let p = s.migration.switch_percent.unwrap_or(50);
-            if p > 100 {
-                return Err(l.invalid(0, "migration.switch_percent", format!("{p} is not a percentage (0 to 100)")));
-            }
-            Mode::Postcopy { switch_percent: p }
+            let start = match (s.migration.start_postcopy, s.migration.switch_percent) {
+                (Some(_), Some(_)) => return Err(l.invalid(0, "migration.switch_percent", "write start_postcopy or switch_percent, not both")),
+                (None, Some(p)) if p > 100 => return Err(l.invalid(0, "migration.switch_percent", format!("{p} is not a percentage (0 to 100)"))),
+                (None, Some(p)) => StartSpec::Share(p),
+                (Some(st), None) => st,
+                (None, None) => StartSpec::Share(50),
+            };
+            Mode::Postcopy { start: postcopy_start(start, bandwidth) }
         }
     };
     let src_cfg = VmConfig {
+        qemu: source_qemu,
         machine: src_machine,
         devices: s.devices.iter().enumerate().map(|(i, d)| device_config(d.get_ref(), i)).collect(),
         backend: src_backend,
@@ -125,6 +170,7 @@ pub fn build(l: &Loaded) -> Result<Built, SimError> {
         variant: s.variant,
     };
     let dst_cfg = VmConfig {
+        qemu: destination_qemu,
         machine: dst_machine,
         devices: s
             .devices
@@ -228,11 +274,12 @@ pub fn build(l: &Loaded) -> Result<Built, SimError> {
             "touch cannot fail gracefully without QEMU's SIGBUS handler: use qemu, per-block, parallel or fallocate",
         ));
     }
-    let bandwidth = s.migration.bandwidth.unwrap_or(Bytes::GIB).0;
     if bandwidth == 0 {
         return Err(l.invalid(0, "migration.bandwidth", "the bandwidth must be more than zero"));
     }
     Ok(Built {
+        source_qemu,
+        destination_qemu,
         source,
         destination: dst_cfg,
         plan,

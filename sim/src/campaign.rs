@@ -9,11 +9,12 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use vmemsim_model::migration::verdict::Verdict;
-use vmemsim_model::Variant;
+use vmemsim_model::{QemuVersion, Variant};
 
 use crate::build::build;
 use crate::engine::{simulate, Sim};
-use crate::gen::{generate, swarm, FaultKind};
+use crate::gen::{generate_on, swarm, FaultKind};
+use crate::hazards::{hazards, Hazard};
 use crate::load::Loaded;
 use crate::properties::Property;
 use crate::scenario::Scenario;
@@ -49,6 +50,8 @@ pub struct Options {
     pub threads: usize,
     pub shard: Shard,
     pub variant: Variant,
+    /// The QEMU release on both sides.
+    pub qemu: QemuVersion,
     pub time: Option<Duration>,
     /// Stop at the first finding: every seed before it still runs, so the first finding is the
     /// same whatever the thread count.
@@ -64,6 +67,8 @@ pub struct SeedResult {
     /// The verdict over both sides (None when the scenario could not be built).
     pub verdict: Option<Verdict>,
     pub violations: Vec<Property>,
+    /// QEMU's own hazards the run shows.
+    pub hazards: Vec<Hazard>,
     pub faults: Vec<FaultKind>,
 }
 
@@ -76,6 +81,8 @@ pub struct Summary {
     pub by_property: BTreeMap<Property, (u64, u64)>,
     /// Runs per verdict: count and lowest seed (a seed to replay for each).
     pub by_verdict: BTreeMap<Verdict, (u64, u64)>,
+    /// Runs per QEMU hazard: count and lowest seed.
+    pub by_hazard: BTreeMap<Hazard, (u64, u64)>,
     pub generator_errors: Vec<(u64, String)>,
     /// Seeds with at least one violation, ascending.
     pub findings: Vec<u64>,
@@ -89,15 +96,21 @@ pub fn loaded(scenario: Scenario) -> Loaded {
 
 /// Generates, builds and simulates one seed.
 pub fn run_seed(seed: u64, variant: Variant) -> (SeedResult, Option<Sim>) {
-    let l = loaded(generate(seed, variant));
+    run_seed_on(seed, variant, QemuVersion::DEFAULT)
+}
+
+/// [`run_seed`] on a QEMU release.
+pub fn run_seed_on(seed: u64, variant: Variant, qemu: QemuVersion) -> (SeedResult, Option<Sim>) {
+    let l = loaded(generate_on(seed, variant, qemu));
     let faults = swarm(seed);
     match build(&l) {
-        Err(e) => (SeedResult { seed, class: Err(e.to_string()), verdict: None, violations: vec![], faults }, None),
+        Err(e) => (SeedResult { seed, class: Err(e.to_string()), verdict: None, violations: vec![], hazards: vec![], faults }, None),
         Ok(b) => {
             let sim = simulate(&b);
             let violations = sim.violations.iter().map(|v| v.property).collect();
             let verdict = Some(sim.judgement.verdict);
-            (SeedResult { seed, class: Ok(sim.outcome.class().name().to_string()), verdict, violations, faults }, Some(sim))
+            let hazards = hazards(&sim);
+            (SeedResult { seed, class: Ok(sim.outcome.class().name().to_string()), verdict, violations, hazards, faults }, Some(sim))
         }
     }
 }
@@ -127,7 +140,7 @@ pub fn campaign(opts: &Options, progress: &(dyn Fn(u64, u64) + Sync)) -> Summary
                     if total.is_some_and(|t| i >= t) || i > first_finding.load(Ordering::Relaxed) {
                         break;
                     }
-                    let (r, _) = run_seed(seeds(opts, i), opts.variant);
+                    let (r, _) = run_seed_on(seeds(opts, i), opts.variant, opts.qemu);
                     if !r.violations.is_empty() {
                         findings.fetch_add(1, Ordering::Relaxed);
                         if opts.stop_on_finding {
@@ -163,6 +176,9 @@ pub fn campaign(opts: &Options, progress: &(dyn Fn(u64, u64) + Sync)) -> Summary
         }
         if let Some(v) = r.verdict {
             s.by_verdict.entry(v).or_insert((0, r.seed)).0 += 1;
+        }
+        for h in &r.hazards {
+            s.by_hazard.entry(*h).or_insert((0, r.seed)).0 += 1;
         }
         if !r.violations.is_empty() {
             s.findings.push(r.seed);

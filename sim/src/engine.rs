@@ -11,7 +11,7 @@ use vmemsim_model::migration::destination::{Destination, PostcopyState};
 use vmemsim_model::migration::item::Item;
 use vmemsim_model::migration::outcome::{FaultSite, Stage};
 use vmemsim_model::migration::source_fate::{source_fate, SourceFate};
-use vmemsim_model::migration::verdict::{judge, Judgement, Unbacked};
+use vmemsim_model::migration::verdict::{judge, Judgement, Unbacked, Verdict};
 use vmemsim_model::migration::source;
 use vmemsim_model::{Bytes, HostMemory, ModelMemory, Outcome, OutcomeClass, Request, Response, Vm};
 
@@ -298,30 +298,35 @@ pub fn simulate(b: &Built) -> Sim {
     let outcome = ended.outcome;
     run.log("outcome", format!("{} {}", outcome.class(), outcome.stage().map(|s| s.to_string()).unwrap_or_default()));
     final_checks(&mut run, &outcome, premise);
-    // The trace stays the destination's: its hash is what every shipped scenario replays.
-    let trace_hash = fnv1a(&run.trace);
-    let source = source_fate(&ended.items, ended.failed, &outcome);
+    let source = source_fate(&ended.items, ended.failed, &outcome, &b.source_qemu);
     let judgement = judge(&outcome, &source, ended.unbacked);
+    if premise && !matches!(judgement.verdict, Verdict::Safe | Verdict::Recoverable) {
+        run.violate(Property::GuestSurvival, format!("QEMU promises graceful failure here, but the verdict is {judgement}"));
+    }
+    // The trace stays the destination's (and the violations'): its hash is what every shipped
+    // scenario replays.
+    let trace_hash = fnv1a(&run.trace);
     Sim { outcome, source, judgement, trace: run.trace, trace_hash, violations: run.violations }
 }
 
 fn setup_lines(run: &mut Run) {
     let b = run.b;
-    let side = |name: &str, machine: &str, backend: &vmemsim_model::Backend| {
+    let side = |name: &str, qemu: &vmemsim_model::QemuProfile, machine: &str, backend: &vmemsim_model::Backend| {
         format!(
-            "{name} machine={machine} backend={} page={} capacity={} variant={}",
+            "{name} qemu={} machine={machine} backend={} page={} capacity={} variant={}",
+            qemu.version,
             backend.kind.name(),
             backend.page_size,
             backend.capacity.limit().map_or("unlimited".to_string(), |c| format!("{:#x}", c.0)),
             b.destination.variant
         )
     };
-    let mut lines = vec![side("source", b.source.machine.name(), &b.source.backend)];
+    let mut lines = vec![side("source", &b.source_qemu, b.source.machine.name(), &b.source.backend)];
     for d in &b.source.devices {
         lines.push(format!("source {} ({}): {}", d.id(), d.pci(), d.summary()));
     }
     let dst = &b.destination;
-    lines.push(side("destination", dst.machine.name(), &dst.backend));
+    lines.push(side("destination", &dst.qemu, dst.machine.name(), &dst.backend));
     for d in &dst.devices {
         lines.push(format!(
             "destination {} ({}): memaddr {} region {} block {} node {} prealloc={} x-early-migration={}",

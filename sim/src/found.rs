@@ -5,12 +5,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use toml::Spanned;
-use vmemsim_model::Variant;
+use vmemsim_model::{QemuVersion, Variant};
 
 use crate::build::build;
 use crate::campaign::{loaded, write_scenario};
 use crate::engine::simulate;
-use crate::gen::generate;
+use crate::gen::generate_on;
 use crate::properties::Property;
 use crate::scenario::Expect;
 use crate::shrink::{shrink, size, Shrunk};
@@ -34,8 +34,8 @@ impl Finding {
 }
 
 /// Writes, shrinks and rewrites the finding of `seed` for `property` under `dir`.
-pub fn record(seed: u64, variant: Variant, property: Property, dir: &Path, budget: Duration) -> std::io::Result<Finding> {
-    let mut scenario = generate(seed, variant);
+pub fn record(seed: u64, variant: Variant, qemu: QemuVersion, property: Property, dir: &Path, budget: Duration) -> std::io::Result<Finding> {
+    let mut scenario = generate_on(seed, variant, qemu);
     let path = dir.join(format!("{}-{}-seed{seed}.toml", variant.name(), property.name()));
     write_scenario(&path, &scenario)?;
     let size_before = crate::shrink::size(&scenario);
@@ -47,7 +47,7 @@ pub fn record(seed: u64, variant: Variant, property: Property, dir: &Path, budge
     violates.sort();
     scenario.name = format!("found: {} under variant {} (seed {seed}, shrunk)", property.name(), variant.name());
     scenario.description = format!(
-        "Found by `vmemsim campaign --variant {} --seed {seed} --runs 1`, shrunk in {} steps from {} parts to {}. {}",
+        "Found by `vmemsim campaign --variant {} --qemu {qemu} --seed {seed} --runs 1`, shrunk in {} steps from {} parts to {}. {}",
         variant.name(),
         shrunk.steps,
         size_before.0,

@@ -5,7 +5,7 @@
 use std::fmt;
 
 use toml::Spanned;
-use vmemsim_model::{BackendKind, Bytes, Gpa, Variant};
+use vmemsim_model::{BackendKind, Bytes, Gpa, QemuVersion, Variant};
 
 use crate::rng::{Actor, Stream};
 use crate::scenario::{
@@ -117,6 +117,24 @@ impl Dev {
 
 /// Generates the scenario of `seed` for `variant`.
 pub fn generate(seed: u64, variant: Variant) -> Scenario {
+    generate_on(seed, variant, QemuVersion::DEFAULT)
+}
+
+/// [`generate`] for a QEMU release on both sides (the default release is left unwritten, so
+/// its scenarios read as before).
+pub fn generate_on(seed: u64, variant: Variant, qemu: QemuVersion) -> Scenario {
+    let mut s = generate_default(seed, variant);
+    if qemu != QemuVersion::DEFAULT {
+        s.source.qemu = Some(qemu);
+        // A machine newer than the release becomes the release's own.
+        if vmemsim_model::MachineType::parse_for(s.source.machine.get_ref(), &vmemsim_model::QemuProfile::of(qemu)).is_err() {
+            s.source.machine = spanned("q35".to_string());
+        }
+    }
+    s
+}
+
+fn generate_default(seed: u64, variant: Variant) -> Scenario {
     let faults = swarm(seed);
     let on = |k: FaultKind| faults.contains(&k);
     let mut cfg = Stream::new(seed, Actor::Config);
@@ -205,6 +223,7 @@ pub fn generate(seed: u64, variant: Variant) -> Scenario {
     let mut ps = Stream::new(seed, Actor::Postcopy);
     let migration = MigrationSpec {
         mode: if postcopy { ModeSpec::Postcopy } else { ModeSpec::Precopy },
+        start_postcopy: None,
         switch_percent: postcopy.then(|| match ps.below(4) {
             0 => 0,
             1 => 100,
@@ -329,12 +348,14 @@ pub fn generate(seed: u64, variant: Variant) -> Scenario {
         seed,
         variant,
         source: SideSpec {
+            qemu: None,
             machine: spanned(machine.to_string()),
             main_ram: Bytes(main_ram),
             backend: spanned(BackendSpec { kind, page_size: None, capacity: CapacitySpec::Unlimited }),
             numa_nodes: 0,
         },
         destination: DestinationSpec {
+            qemu: None,
             machine: None,
             main_ram: None,
             backend: spanned(BackendSpec { kind, page_size: None, capacity }),

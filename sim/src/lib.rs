@@ -9,6 +9,7 @@ pub mod error;
 pub mod found;
 pub mod fuzzing;
 pub mod gen;
+pub mod hazards;
 pub mod load;
 pub mod oracle;
 pub mod properties;

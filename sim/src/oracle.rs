@@ -18,7 +18,8 @@ fn aligned_total(set: &RangeSet, page: u64) -> u64 {
 }
 
 /// The predicted class, or `None` when the table does not apply (postcopy, competitors,
-/// cancellation, a guest that writes what it plugs after the restore, differing sides, mixed
+/// cancellation, a guest that writes what it plugs after the restore, differing sides, a
+/// destination QEMU without the machine type, mixed
 /// per-device settings).
 pub fn predict(b: &Built) -> Option<OutcomeClass> {
     if b.plan.is_postcopy() || !b.drains.is_empty() || b.cancel_at.is_some() || b.init_on_free {
@@ -26,7 +27,7 @@ pub fn predict(b: &Built) -> Option<OutcomeClass> {
     }
     let src = &b.source;
     let dst = &b.destination;
-    if src.machine != dst.machine || src.devices.len() != dst.devices.len() {
+    if src.machine != dst.machine || !dst.qemu.offers(&dst.machine) || src.devices.len() != dst.devices.len() {
         return None;
     }
     let dest = realized(dst)?;

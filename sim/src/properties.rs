@@ -23,10 +23,14 @@ pub enum Property {
     /// 7. Where the reference table predicts the outcome class from the configuration alone
     ///    (precopy, matching sides, no competitor), the run ends in that class.
     ReferenceTable,
+    /// 8. Where QEMU promises graceful failure (the premise of 1: precopy, prealloc, a new
+    ///    machine, no competitor), the guest survives on one side: the verdict over both sides
+    ///    is safe or recoverable.
+    GuestSurvival,
 }
 
 impl Property {
-    pub const ALL: [Property; 7] = [
+    pub const ALL: [Property; 8] = [
         Property::GracefulCapacityFailure,
         Property::PluggedPopulated,
         Property::UnpluggedNotPopulated,
@@ -34,6 +38,7 @@ impl Property {
         Property::PlugStateFrozen,
         Property::PluggedSizeInvariant,
         Property::ReferenceTable,
+        Property::GuestSurvival,
     ];
 
     pub fn name(self) -> &'static str {
@@ -45,6 +50,7 @@ impl Property {
             Property::PlugStateFrozen => "plug-state-frozen",
             Property::PluggedSizeInvariant => "plugged-size-invariant",
             Property::ReferenceTable => "reference-table",
+            Property::GuestSurvival => "guest-survival",
         }
     }
 

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
-use vmemsim_model::{BackendKind, Bytes, Gpa, Variant};
+use vmemsim_model::{BackendKind, Bytes, Gpa, QemuVersion, Variant};
 
 fn is_default<T: Default + PartialEq>(v: &T) -> bool {
     *v == T::default()
@@ -48,7 +48,10 @@ pub struct Scenario {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SideSpec {
-    /// Machine type, e.g. `q35`, `pc-q35-7.1`.
+    /// The QEMU release, e.g. `10.0.2` (default: 10.0.2, the one the conformance suite runs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub qemu: Option<QemuVersion>,
+    /// Machine type, e.g. `q35`, `pc-q35-7.1`; the aliases name the QEMU release's own.
     pub machine: Spanned<String>,
     /// Ordinary RAM (`-m`), private anonymous.
     #[serde(default)]
@@ -64,6 +67,11 @@ pub struct SideSpec {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DestinationSpec {
+    /// Default: the source's release.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub qemu: Option<QemuVersion>,
+    /// Default: the source's machine type as the source resolved it (a manager passes the
+    /// canonical name, e.g. `pc-q35-10.0`, to the destination).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub machine: Option<Spanned<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -201,13 +209,76 @@ impl DeviceOverrides {
 pub struct MigrationSpec {
     #[serde(default)]
     pub mode: ModeSpec,
-    /// Postcopy only: the share of page bytes sent before `migrate-start-postcopy` (0-100).
+    /// Postcopy only: when the manager sends `migrate-start-postcopy`: `"at-once"` (with
+    /// `migrate`), a virtual time after `migrate` (`"250ms"`, `"1s"`), or a share of the page
+    /// bytes (`"40%"`). Default `"50%"`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start_postcopy: Option<StartSpec>,
+    /// The older spelling of `start_postcopy = "P%"`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub switch_percent: Option<u8>,
     /// The channel's bandwidth per virtual second (default 1G): it sets the virtual time at
     /// which each item arrives, and so where the guest's actions fall.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bandwidth: Option<Bytes>,
+}
+
+/// When `migrate-start-postcopy` is sent, as written.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum StartSpec {
+    AtOnce,
+    /// Virtual microseconds after `migrate`.
+    AfterUs(u64),
+    /// A share of the page bytes, 0 to 100.
+    Share(u8),
+}
+
+impl std::str::FromStr for StartSpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<StartSpec, String> {
+        let bad = || format!("'{s}' is not a time to start postcopy: write \"at-once\", a time such as \"250ms\" or \"1s\", or a share of the pages such as \"40%\"");
+        let digits = |n: &str| -> Result<u64, String> {
+            if n.is_empty() || n.len() > 12 || !n.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(bad());
+            }
+            n.parse().map_err(|_| bad())
+        };
+        if s == "at-once" {
+            Ok(StartSpec::AtOnce)
+        } else if let Some(p) = s.strip_suffix('%') {
+            let p = digits(p)?;
+            u8::try_from(p).ok().filter(|p| *p <= 100).map(StartSpec::Share).ok_or_else(|| format!("{s} is not a share of the pages (0% to 100%)"))
+        } else if let Some(ms) = s.strip_suffix("ms") {
+            Ok(StartSpec::AfterUs(digits(ms)? * 1_000))
+        } else if let Some(secs) = s.strip_suffix('s') {
+            Ok(StartSpec::AfterUs(digits(secs)? * 1_000_000))
+        } else {
+            Err(bad())
+        }
+    }
+}
+
+impl std::fmt::Display for StartSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartSpec::AtOnce => f.write_str("at-once"),
+            StartSpec::AfterUs(us) if us % 1_000_000 == 0 => write!(f, "{}s", us / 1_000_000),
+            StartSpec::AfterUs(us) => write!(f, "{}ms", us / 1_000),
+            StartSpec::Share(p) => write!(f, "{p}%"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for StartSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<StartSpec, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for StartSpec {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
 }
 
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]

@@ -132,6 +132,7 @@ fn candidates(s: &Scenario) -> Vec<Scenario> {
         push(&|c| {
             c.migration.mode = ModeSpec::Precopy;
             c.migration.switch_percent = None;
+            c.migration.start_postcopy = None;
         });
     }
     if s.destination.numa_nodes.is_some() {

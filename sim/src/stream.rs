@@ -214,6 +214,7 @@ pub fn preflight(events: &[Event], backend: Backend, prealloc: bool, machine: Op
         Some(n) => n.checked_add(1).ok_or_else(|| format!("an early section names NUMA node {n}: no machine has that many nodes"))?,
     };
     let cfg = VmConfig {
+        qemu: vmemsim_model::QemuProfile::default(),
         machine: MachineType::parse(&machine).map_err(|e| e.to_string())?,
         devices,
         backend,

@@ -42,6 +42,9 @@ pub struct Destination<H: HostMemory> {
     /// Which pages were placed with userfaultfd, per local RAM block: QEMU places whole host
     /// pages once all their target pages arrived (`ram_load_postcopy`'s tmp_huge_page).
     placed: Vec<RangeSet>,
+    /// Which postcopy pages carried data (not zero pages), per local RAM block: a host page
+    /// with none is placed with UFFDIO_ZEROPAGE where the block allows it.
+    data: Vec<RangeSet>,
     /// Which devices' plugged blocks were preallocated by the early section.
     preallocated: Vec<bool>,
     lines: Vec<String>,
@@ -60,6 +63,17 @@ fn section_error(idstr: &str) -> String {
     format!("error while loading state for instance 0x0 of device '{idstr}'")
 }
 
+/// The line a failed placement prints. QEMU prints host pointers (`%p`) that differ per run;
+/// the model names the RAM block and offset there. UFFDIO_ZEROPAGE: `uffd_zero_page`
+/// (util/userfaultfd.c); UFFDIO_COPY: `postcopy_place_page` (migration/postcopy-ram.c).
+fn placement_line(block: &str, err: crate::host::HostError, zero: bool, page: u64) -> String {
+    if zero {
+        format!("uffd_zero_page() failed: addr={block}+0x{:x} length={page} mode=0 errno={}", err.offset.0, err.errno.number())
+    } else {
+        format!("postcopy_place_page: {} copy host: {block}+0x{:x} from: tmp-page (size: {page})", err.errno, err.offset.0)
+    }
+}
+
 fn load_failed(errno: Errno) -> String {
     format!("load of migration failed: {}", errno.strerror())
 }
@@ -69,6 +83,7 @@ impl<H: HostMemory> Destination<H> {
     pub fn new(vm: Vm<H>) -> Destination<H> {
         let n = vm.devices.len();
         let received: Vec<RangeSet> = vm.blocks.iter().map(|_| RangeSet::new()).collect();
+        let data = received.clone();
         let lines = vm.lines.clone();
         let vm_lines_seen = lines.len();
         let mut early_ids = HashMap::new();
@@ -89,6 +104,7 @@ impl<H: HostMemory> Destination<H> {
             early_loaded: vec![false; n],
             late_loaded: vec![false; n],
             placed: received.clone(),
+            data,
             received,
             preallocated: vec![false; n],
             lines,
@@ -378,18 +394,20 @@ impl<H: HostMemory> Destination<H> {
             for (s, e) in self.placed[local].within(lo, hi) {
                 ready.remove(s, e);
             }
+            if kind == crate::host::PageKind::Normal {
+                self.data[local].insert(offset.0, offset.0 + len.0);
+            }
             for (s, e) in ready.iter() {
                 self.placed[local].insert(s, e);
-                if let Err(err) = self.vm.host.place(info.id, Bytes(s), Bytes(e - s)) {
-                    self.placement_error = Some(err);
-                    let mut l = std::mem::take(&mut self.lines);
-                    // The host pointers QEMU prints are replaced by block+offset [INF: the
-                    // format is postcopy_place_page's "%s: %s copy host: %p from: %p (size: %zd)"].
-                    l.push(format!(
-                        "postcopy_place_page: {} copy host: {}+0x{:x} (size: {page})",
-                        err.errno, info.name, err.offset.0
-                    ));
-                    return Err(Outcome::PostcopyFailed { stage: Stage::PostcopyPlacement, lines: l });
+                for (s, e, zero) in self.zero_and_data(local, s, e, page) {
+                    if let Err(err) = self.vm.host.place(info.id, Bytes(s), Bytes(e - s)) {
+                        self.placement_error = Some(err);
+                        let mut l = std::mem::take(&mut self.lines);
+                        l.push(placement_line(&info.name, err, zero, page));
+                        // ram_load_postcopy fails the section; postcopy_pause_incoming pauses.
+                        l.extend(["error while loading state section id 1(ram)".to_string(), "Unable to shutdown socket: Bad file descriptor".into(), "Detected IO failure for postcopy. Migration paused.".into()]);
+                        return Err(Outcome::PostcopyFailed { stage: Stage::PostcopyPlacement, lines: l });
+                    }
                 }
             }
             return Ok(());
@@ -403,6 +421,30 @@ impl<H: HostMemory> Destination<H> {
         }
         self.received[local].insert(offset.0, offset.0 + len.0);
         Ok(())
+    }
+
+    /// Splits host pages [s, e) into runs placed alike, in address order: (start, end, zero).
+    /// `ram_load_postcopy`: a host page whose target pages were all zero is placed with
+    /// `postcopy_place_page_zero`, which zeroes it with UFFDIO_ZEROPAGE when
+    /// `qemu_ram_is_uf_zeroable` (not hugetlb), else copies QEMU's zero page.
+    fn zero_and_data(&self, local: usize, s: u64, e: u64, page: u64) -> Vec<(u64, u64, bool)> {
+        let zeroable = page == crate::backend::HOST_PAGE_SIZE.0;
+        let mut out = Vec::new();
+        let mut cur = s;
+        for (ds, de) in self.data[local].within(s, e) {
+            let (ds, de) = ((ds - ds % page).max(cur), de.div_ceil(page) * page);
+            if ds > cur {
+                out.push((cur, ds, zeroable));
+            }
+            if de > ds.max(cur) {
+                out.push((ds.max(cur), de.min(e), false));
+            }
+            cur = cur.max(de.min(e));
+        }
+        if cur < e {
+            out.push((cur, e, zeroable));
+        }
+        out
     }
 
     /// `loadvm_postcopy_ram_handle_discard`: state ADVISE or DISCARD; drops the ranges.

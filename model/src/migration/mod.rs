@@ -8,4 +8,5 @@ pub mod outcome;
 pub mod plan;
 pub mod source;
 pub mod source_fate;
+pub mod switchover;
 pub mod verdict;

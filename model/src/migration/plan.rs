@@ -11,14 +11,27 @@ pub struct GuestRange {
     pub len: Bytes,
 }
 
-/// Precopy, or postcopy-ram with the switch after a share of the pages was sent.
+/// Precopy, or postcopy-ram with the switch when the manager asks for it.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Default)]
 pub enum Mode {
     #[default]
     Precopy,
     /// The `postcopy-ram` capability is on (ADVISE is sent) and `migrate-start-postcopy`
-    /// switches over after `switch_percent` % of the page bytes were sent in precopy.
-    Postcopy { switch_percent: u8 },
+    /// switches over once `start` is reached.
+    Postcopy { start: PostcopyStart },
+}
+
+/// When `migrate-start-postcopy` takes effect, as the page data sent in precopy before it: the
+/// source calls `postcopy_start` in its first iteration after the command
+/// (`migration_iteration_run`).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum PostcopyStart {
+    /// After this share (0 to 100 %) of the page bytes; 0 is a command sent with `migrate`.
+    Share(u8),
+    /// After this much page data (a time at the channel's bandwidth). If all page data went
+    /// out before, the precopy completes first (`migration_iteration_run`: nothing is pending)
+    /// and the command comes too late to switch.
+    After(Bytes),
 }
 
 /// The migration's inputs beyond the two VMs.

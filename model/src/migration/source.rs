@@ -4,7 +4,7 @@
 use crate::device::VirtioMem;
 use crate::host::{HostMemory, PageKind};
 use crate::migration::item::{EarlySection, Item, LateSection, PlugState, SanityFields};
-use crate::migration::plan::{Mode, Plan};
+use crate::migration::plan::{Mode, Plan, PostcopyStart};
 use crate::ranges::RangeSet;
 use crate::units::Bytes;
 use crate::variant::Variant;
@@ -76,21 +76,25 @@ pub fn page_runs<H: HostMemory>(src: &Vm<H>, plan: &Plan) -> Vec<Item> {
     out
 }
 
-/// Splits page runs after `percent` % of their bytes, at a host page boundary of the block the
-/// split falls in: postcopy works in whole host pages (`postcopy_chunk_hostpages_pass` makes
-/// each host page all-sent or all-unsent).
-fn split_runs(runs: Vec<Item>, percent: u8, page_of: impl Fn(usize) -> u64) -> (Vec<Item>, Vec<Item>) {
-    let len_of = |i: &Item| match i {
-        Item::Ram { len, .. } => len.0,
-        _ => unreachable!("only page runs"),
-    };
-    let total: u128 = runs.iter().map(|i| len_of(i) as u128).sum();
-    let mut budget = (total * percent.min(100) as u128 / 100) as u64;
+/// The page bytes of runs.
+fn page_bytes(runs: &[Item]) -> u128 {
+    runs.iter()
+        .map(|i| match i {
+            Item::Ram { len, .. } => len.0 as u128,
+            _ => unreachable!("only page runs"),
+        })
+        .sum()
+}
+
+/// Splits page runs after `budget` bytes (all of them with `keep_all`), at a host page boundary
+/// of the block the split falls in: postcopy works in whole host pages
+/// (`postcopy_chunk_hostpages_pass` makes each host page all-sent or all-unsent).
+fn split_runs(runs: Vec<Item>, mut budget: u64, keep_all: bool, page_of: impl Fn(usize) -> u64) -> (Vec<Item>, Vec<Item>) {
     // Where the switch happens: a block and a host-page-aligned offset in it.
     let mut cut = None;
     for item in &runs {
         let Item::Ram { block, offset, len, .. } = *item else { unreachable!("only page runs") };
-        if budget < len.0 || (budget == len.0 && percent < 100) {
+        if budget < len.0 || (budget == len.0 && !keep_all) {
             let page = page_of(block);
             cut = Some((block, (offset.0 + budget) / page * page));
             break;
@@ -149,8 +153,21 @@ pub fn stream<H: HostMemory>(src: &Vm<H>, plan: &Plan) -> Vec<Item> {
             }
             out.extend(late);
         }
-        Mode::Postcopy { switch_percent } => {
-            let (before, after) = split_runs(runs, switch_percent, |b| src.host_page_size(src.blocks[b].id).0);
+        // The command came after the last page went out: the precopy completes, with the
+        // return path and ADVISE already sent.
+        Mode::Postcopy { start: PostcopyStart::After(b) } if u128::from(b.0) >= page_bytes(&runs) => {
+            out.extend(runs);
+            if src.machine.sends_switchover_start() {
+                out.push(Item::SwitchoverStart);
+            }
+            out.extend(late);
+        }
+        Mode::Postcopy { start } => {
+            let (budget, keep_all) = match start {
+                PostcopyStart::Share(p) => ((page_bytes(&runs) * u128::from(p.min(100)) / 100) as u64, p >= 100),
+                PostcopyStart::After(b) => (b.0, false),
+            };
+            let (before, after) = split_runs(runs, budget, keep_all, |b| src.host_page_size(src.blocks[b].id).0);
             out.extend(before);
             if !plan.skip_ram_discard {
                 out.extend(discards(&after));

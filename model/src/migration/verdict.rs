@@ -112,10 +112,26 @@ pub fn judge(outcome: &Outcome, source: &SourceFate, unbacked: Option<Unbacked>)
             Verdict::Recoverable,
             format!("{}, after the source had sent everything and completed (postmigrate): `cont` on the source resumes the guest there", dest_end(outcome)),
         ),
-        (_, status, _) => (
-            Verdict::VmLost,
-            format!("{}; the source is stopped in {} (migrate_cancel: {}; cont: {}): no side can run the guest", dest_end(outcome), status.name(), source.cancel, source.cont),
-        ),
+        (_, status, _) => {
+            let after = if source.after_cancel.0 != status { format!(", then {}", source.after_cancel.0.name()) } else { String::new() };
+            // postcopy_pause_incoming keeps a paused destination's process: postcopy recovery
+            // (migrate-recover there, migrate resume=true here) is the only way on.
+            let recovery = if matches!(outcome, Outcome::PostcopyFailed { .. }) {
+                "; only a postcopy recovery (migrate-recover on the destination, migrate with resume=true on the source) after memory is freed on the destination host can continue"
+            } else {
+                ""
+            };
+            (
+                Verdict::VmLost,
+                format!(
+                    "{}; the source is stopped in {} (migrate_cancel: {}{after}; cont: {}): no side can run the guest{recovery}",
+                    dest_end(outcome),
+                    status.name(),
+                    source.cancel,
+                    source.cont
+                ),
+            )
+        }
     };
     Judgement { verdict, reason }
 }
@@ -128,7 +144,7 @@ mod tests {
 
     fn completed() -> (Outcome, SourceFate) {
         let o = Outcome::Completed { lines: vec![] };
-        let s = source_fate(&[Item::Eof], None, &o);
+        let s = source_fate(&[Item::Eof], None, &o, &crate::profile::QemuProfile::default());
         (o, s)
     }
 
@@ -149,19 +165,28 @@ mod tests {
     #[test]
     fn where_the_source_rests_decides_between_recoverable_and_lost() {
         let dest = Outcome::Failed { stage: crate::migration::outcome::Stage::RamLoad, lines: vec![] };
-        let running = SourceFate { status: MigrationStatus::Failed, runstate: RunState::Running, error: None, lines: vec![], cancel: Reply::Ok, cont: Reply::Ok };
+        let running = SourceFate {
+            status: MigrationStatus::Failed,
+            runstate: RunState::Running,
+            error: None,
+            lines: vec![],
+            cancel: Reply::Ok,
+            after_cancel: (MigrationStatus::Failed, RunState::Running),
+            cont: Reply::Ok,
+        };
         assert_eq!(judge(&dest, &running, None).verdict, Verdict::Recoverable);
         let paused = SourceFate {
             status: MigrationStatus::PostcopyPaused,
             runstate: RunState::FinishMigrate,
             cancel: Reply::Error("Postcopy migration in progress, cannot cancel.".into()),
+            after_cancel: (MigrationStatus::PostcopyPaused, RunState::FinishMigrate),
             cont: Reply::Error("Migration is not finalized yet".into()),
             ..running.clone()
         };
         let j = judge(&dest, &paused, None);
         assert_eq!(j.verdict, Verdict::VmLost);
         assert!(j.reason.contains("postcopy-paused") && j.reason.contains("cannot cancel"), "{}", j.reason);
-        let completed = SourceFate { status: MigrationStatus::Completed, runstate: RunState::Postmigrate, ..running };
+        let completed = SourceFate { status: MigrationStatus::Completed, runstate: RunState::Postmigrate, after_cancel: (MigrationStatus::Completed, RunState::Postmigrate), ..running };
         assert_eq!(judge(&dest, &completed, None).verdict, Verdict::Recoverable, "cont resumes a source that completed");
         let crash = Outcome::RuntimeCrash { site: crate::migration::outcome::FaultSite { block: "b".into(), offset: Bytes::ZERO }, why: String::new(), lines: vec![] };
         assert_eq!(judge(&crash, &completed, None).verdict, Verdict::VmLost);

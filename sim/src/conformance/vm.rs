@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use vmemsim_model::migration::outcome::Stage;
 use vmemsim_model::migration::source_fate::{Reply, SourceFate};
-use vmemsim_model::Outcome;
+use vmemsim_model::{Outcome, QemuVersion};
 
 use super::qmp::Qmp;
 use crate::build::Built;
@@ -17,10 +17,15 @@ use crate::real::isolation::die_with_parent;
 use crate::real::mounts::TempDir;
 use crate::real::pool::HugePool;
 
-/// The provisioned lab: kernel, initramfs (scripts/qemu-lab).
+/// The provisioned lab: kernel, initramfs (scripts/qemu-lab), and the QEMU that runs.
 #[derive(Clone, Debug)]
 pub struct Lab {
     pub dir: PathBuf,
+    /// `qemu-system-x86_64` from PATH, or the binary `VMEMSIM_QEMU` names (e.g. a build of
+    /// another release in a scratch folder).
+    pub qemu: PathBuf,
+    /// Its release, from `--version`: the model predicts for this release on both sides.
+    pub version: QemuVersion,
 }
 
 impl Lab {
@@ -30,7 +35,31 @@ impl Lab {
         if !out.status.success() {
             return Err(format!("{} failed: {}", script.display(), String::from_utf8_lossy(&out.stderr).trim()));
         }
-        Ok(Lab { dir: dir.to_path_buf() })
+        let qemu = std::env::var_os("VMEMSIM_QEMU").map_or_else(|| PathBuf::from("qemu-system-x86_64"), PathBuf::from);
+        let version = qemu_version(&qemu)?;
+        Ok(Lab { dir: dir.to_path_buf(), qemu, version })
+    }
+}
+
+/// `qemu-system-x86_64 --version`: "QEMU emulator version 10.0.2 (Debian ...)".
+fn qemu_version(qemu: &Path) -> Result<QemuVersion, String> {
+    let out = Command::new(qemu).arg("--version").output().map_err(|e| format!("{} --version: {e}", qemu.display()))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let word = text.split_whitespace().skip_while(|w| *w != "version").nth(1).ok_or_else(|| format!("{} --version printed no version: {text}", qemu.display()))?;
+    word.parse().map_err(|e| format!("{}: {e}", qemu.display()))
+}
+
+/// When the harness sends `migrate-start-postcopy`, from the scenario: at once or after its
+/// time; a share of the pages has no wall-clock time.
+pub fn live_mode(s: &crate::scenario::Scenario) -> Result<LiveMode, String> {
+    use crate::scenario::{ModeSpec, StartSpec};
+    if s.migration.mode == ModeSpec::Precopy {
+        return Ok(LiveMode::Precopy);
+    }
+    match (s.migration.start_postcopy, s.migration.switch_percent) {
+        (Some(StartSpec::AtOnce), _) | (None, Some(0)) => Ok(LiveMode::Postcopy { start_after: Duration::ZERO }),
+        (Some(StartSpec::AfterUs(us)), _) => Ok(LiveMode::Postcopy { start_after: Duration::from_micros(us) }),
+        _ => Err("the QEMU harness starts postcopy at once or after a time (start_postcopy = \"at-once\" or \"1s\"), not after a share of the pages".into()),
     }
 }
 
@@ -120,7 +149,7 @@ fn qemu(lab: &Lab, sh: &Shape, fs: MemFs, dest: bool, dir: &Path, name: &str, in
     let (fstype, opts) = if fs.hugetlb { ("hugetlbfs", format!("pagesize=2M,size={}", fs.quota)) } else { ("tmpfs", format!("size={}", fs.quota)) };
     let mut c = Command::new("unshare");
     c.args(["--mount", "--propagation", "private", "--", "sh", "-c", "mount -t \"$1\" -o \"$2\" none \"$3\" && shift 3 && exec \"$@\"", "sh", fstype, &opts]);
-    c.arg(&mem_dir).arg("qemu-system-x86_64");
+    c.arg(&mem_dir).arg(&lab.qemu);
     let mem_dir = mem_dir.as_path();
     c.args(["-machine", &sh.machine, "-accel", "tcg", "-cpu", "qemu64", "-smp", "1"]);
     c.args(["-m", &format!("{}M,maxmem={}M", sh.main_ram >> 20, (sh.main_ram + regions + (1 << 30)) >> 20)]);
@@ -277,10 +306,26 @@ pub fn compare(model: &Outcome, qemu: &Outcome) -> Vec<String> {
     if class(model) != class(qemu) {
         d.push(format!("class: model {}, QEMU {}", model.class(), qemu.class()));
     }
-    if model.lines() != qemu.lines() {
+    let (m, q): (Vec<String>, Vec<String>) = (model.lines().iter().map(|l| without_pointers(l)).collect(), qemu.lines().iter().map(|l| without_pointers(l)).collect());
+    if m != q {
         d.push(format!("stderr: model {:?}, QEMU {:?}", model.lines(), qemu.lines()));
     }
     d
+}
+
+/// A line with the host pointers QEMU prints (`%p` after `addr=`, `host: `, `from: `) masked:
+/// they differ from run to run, and the model names a RAM block and offset there.
+pub fn without_pointers(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut rest = line;
+    while let Some((at, key)) = ["addr=", "host: ", "from: "].iter().filter_map(|k| rest.find(k).map(|i| (i, *k))).min() {
+        out.push_str(&rest[..at + key.len()]);
+        out.push_str("<pointer>");
+        rest = &rest[at + key.len()..];
+        rest = &rest[rest.find(' ').unwrap_or(rest.len())..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// A private work folder for one run.
@@ -390,10 +435,20 @@ pub fn live(lab: &Lab, sh: &Shape, mode: LiveMode, dir: &Path) -> Result<(Outcom
                 break exited(status, &mut dst);
             }
             let st = qd.execute("query-migrate", json!({})).unwrap_or_default();
-            if st.get("status").and_then(|s| s.as_str()) == Some("completed") {
-                let _ = qd.execute("quit", json!({}));
-                let _ = dst.wait();
-                break Outcome::Completed { lines: stderr_lines(&mut dst) };
+            match st.get("status").and_then(|s| s.as_str()) {
+                Some("completed") => {
+                    let _ = qd.execute("quit", json!({}));
+                    let _ = dst.wait();
+                    break Outcome::Completed { lines: stderr_lines(&mut dst) };
+                }
+                // A placement failed after RUN: the destination pauses and lives on
+                // (postcopy_pause_incoming); its stderr is read once it quit.
+                Some("postcopy-paused") => {
+                    let _ = qd.execute("quit", json!({}));
+                    let _ = dst.wait();
+                    break Outcome::PostcopyFailed { stage: Stage::PostcopyPlacement, lines: stderr_lines(&mut dst) };
+                }
+                _ => {}
             }
             if start.elapsed() > Duration::from_secs(180) {
                 return Err("the live migration did not end in 180 s".into());
@@ -409,4 +464,19 @@ pub fn live(lab: &Lab, sh: &Shape, mode: LiveMode, dir: &Path) -> Result<(Outcom
     let _ = dst.kill();
     let _ = dst.wait();
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_pointers;
+
+    #[test]
+    fn pointers_are_masked_where_qemu_prints_them() {
+        let qemu = "uffd_zero_page() failed: addr=0x7fa259ffe000 length=4096 mode=0 errno=12";
+        let model = "uffd_zero_page() failed: addr=0000:00:04.0/mem1+0x2000000 length=4096 mode=0 errno=12";
+        assert_eq!(without_pointers(qemu), without_pointers(model));
+        assert_ne!(without_pointers(qemu), without_pointers(&model.replace("errno=12", "errno=17")));
+        assert_eq!(without_pointers("copy host: 0x1 from: 0x2 (size: 4096)"), "copy host: <pointer> from: <pointer> (size: 4096)");
+        assert_eq!(without_pointers("no pointer here"), "no pointer here");
+    }
 }

@@ -1,0 +1,151 @@
+//! What a QEMU version does differently: the commits of QEMU's history after 8.0 that change an
+//! outcome the model can express (`qemu-versions.md`), each with the release that first has it
+//! and the stable releases it was backported to. A rule that differs by version reads its
+//! answer from the [`QemuProfile`] built here, never from a version test of its own.
+
+use crate::qemu_version::QemuVersion;
+
+/// One commit of QEMU's history.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Change {
+    pub commit: &'static str,
+    pub title: &'static str,
+    /// The first release series that has it (its .0 release).
+    pub first: (u32, u32),
+    /// Stable releases that took it as a backport: that release and the later ones of its series.
+    pub backports: &'static [QemuVersion],
+}
+
+impl Change {
+    /// Whether `v` contains the commit.
+    pub fn applies_to(&self, v: QemuVersion) -> bool {
+        v.series() >= self.first || self.backports.iter().any(|b| b.series() == v.series() && v.micro >= b.micro)
+    }
+}
+
+/// migration/migration.c `postcopy_start` → `migration_switchover_start`: the source passes
+/// through `device` at every switchover, postcopy included (active → device → postcopy-active).
+pub const ALWAYS_DEVICE_STATE: Change =
+    Change { commit: "48814111366b", title: "migration: Always set DEVICE state", first: (10, 0), backports: &[] };
+
+/// migration/migration.c `qmp_migrate_cancel`: refused while `migration_in_postcopy()` with
+/// "Postcopy migration in progress, cannot cancel." (read in 10.0.2's source and run there; the
+/// hash is the reference table's, not found in the search index).
+pub const CANCEL_REFUSED_IN_POSTCOPY: Change =
+    Change { commit: "646119088f", title: "migration: refuse migrate_cancel in postcopy", first: (10, 0), backports: &[] };
+
+/// migration/migration.c `postcopy_start` `fail:`: moves any state but CANCELLING to FAILED
+/// (before: POSTCOPY_ACTIVE → FAILED only, which never matches once 48814111366b left the state
+/// in DEVICE there). Backported as da22a22323 (10.0.5) and 109f336448 (10.1.1).
+pub const POSTCOPY_START_FAILURE_FAILS: Change = Change {
+    commit: "725a9e5f78",
+    title: "migration: Fix state transition in postcopy_start() error handling",
+    first: (10, 2),
+    backports: &[QemuVersion::new(10, 0, 5), QemuVersion::new(10, 1, 1)],
+};
+
+/// migration/migration.c `postcopy_start`, `migration_detect_error`: the source rests in
+/// `postcopy-device` until the destination answers the PING (0x42) inside the package, and a
+/// file error there fails the migration instead of pausing it.
+pub const POSTCOPY_DEVICE_STATE: Change =
+    Change { commit: "7b842fe354", title: "migration: Introduce POSTCOPY_DEVICE state", first: (10, 2), backports: &[] };
+
+/// Every change the model applies, for listings.
+pub const CHANGES: [Change; 4] = [ALWAYS_DEVICE_STATE, CANCEL_REFUSED_IN_POSTCOPY, POSTCOPY_START_FAILURE_FAILS, POSTCOPY_DEVICE_STATE];
+
+/// The answers of one QEMU version to every rule that differs by version.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub struct QemuProfile {
+    pub version: QemuVersion,
+    /// [`ALWAYS_DEVICE_STATE`].
+    pub device_at_postcopy_switchover: bool,
+    /// [`CANCEL_REFUSED_IN_POSTCOPY`].
+    pub cancel_refused_in_postcopy: bool,
+    /// Whether a failure inside `postcopy_start` moves the source to FAILED (and
+    /// `migration_iteration_finish` restarts the guest): before [`ALWAYS_DEVICE_STATE`] the state
+    /// was already POSTCOPY_ACTIVE there, so the old cmpxchg matched; from it until
+    /// [`POSTCOPY_START_FAILURE_FAILS`] the source stays in `device`.
+    pub postcopy_start_failure_fails: bool,
+    /// [`POSTCOPY_DEVICE_STATE`].
+    pub postcopy_device: bool,
+    /// The machine versions `-machine help` lists (hw/i386/pc_q35.c, pc_piix.c): from the oldest
+    /// still offered to the version's own, which the aliases `q35` and `pc` name.
+    pub oldest_machine: (u32, u32),
+    pub newest_machine: (u32, u32),
+}
+
+impl QemuProfile {
+    pub fn of(version: QemuVersion) -> QemuProfile {
+        let device = ALWAYS_DEVICE_STATE.applies_to(version);
+        QemuProfile {
+            version,
+            device_at_postcopy_switchover: device,
+            cancel_refused_in_postcopy: CANCEL_REFUSED_IN_POSTCOPY.applies_to(version),
+            postcopy_start_failure_fails: !device || POSTCOPY_START_FAILURE_FAILS.applies_to(version),
+            postcopy_device: POSTCOPY_DEVICE_STATE.applies_to(version),
+            oldest_machine: oldest_machine(version),
+            newest_machine: version.series(),
+        }
+    }
+}
+
+impl QemuProfile {
+    /// The newest release the model knows (its machines are the newest it can name).
+    pub fn newest() -> QemuProfile {
+        let (major, minor) = *crate::qemu_version::SERIES.last().expect("the model knows releases");
+        QemuProfile::of(QemuVersion::new(major, minor, 0))
+    }
+
+    /// Whether `-machine help` lists the machine.
+    pub fn offers(&self, m: &crate::machine::MachineType) -> bool {
+        (self.oldest_machine..=self.newest_machine).contains(&m.version())
+    }
+
+    /// `select_machine`'s refusal of `name`.
+    pub fn unknown_machine(&self, name: &str) -> crate::error::ModelError {
+        let v = |(maj, min): (u32, u32)| format!("{maj}.{min}");
+        crate::error::ModelError::UnknownMachine { name: name.to_string(), qemu: self.version, oldest: v(self.oldest_machine), newest: v(self.newest_machine) }
+    }
+}
+
+impl Default for QemuProfile {
+    fn default() -> QemuProfile {
+        QemuProfile::of(QemuVersion::DEFAULT)
+    }
+}
+
+/// The oldest x86 machine version a release offers: 2.4 in 10.0 (`-machine help` of 10.0.2
+/// lists pc-q35-2.4 and pc-i440fx-2.4 as deprecated, nothing older).
+fn oldest_machine(_v: QemuVersion) -> (u32, u32) {
+    (2, 4)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> QemuProfile {
+        QemuProfile::of(s.parse().unwrap())
+    }
+
+    #[test]
+    fn backports_apply_from_their_stable_release_on() {
+        assert!(!POSTCOPY_START_FAILURE_FAILS.applies_to("10.0.4".parse().unwrap()));
+        assert!(POSTCOPY_START_FAILURE_FAILS.applies_to("10.0.5".parse().unwrap()));
+        assert!(POSTCOPY_START_FAILURE_FAILS.applies_to("10.0.13".parse().unwrap()));
+        assert!(!POSTCOPY_START_FAILURE_FAILS.applies_to("10.1.0".parse().unwrap()));
+        assert!(POSTCOPY_START_FAILURE_FAILS.applies_to("10.1.1".parse().unwrap()));
+        assert!(POSTCOPY_START_FAILURE_FAILS.applies_to("10.2.0".parse().unwrap()));
+    }
+
+    #[test]
+    fn the_device_window_exists_from_10_0_0_until_the_fix() {
+        assert!(p("9.2.0").postcopy_start_failure_fails);
+        assert!(!p("10.0.2").postcopy_start_failure_fails);
+        assert!(p("10.0.5").postcopy_start_failure_fails);
+        assert!(!p("10.1.0").postcopy_start_failure_fails);
+        assert!(p("10.2.2").postcopy_start_failure_fails && p("10.2.2").postcopy_device);
+        assert!(!p("10.1.1").postcopy_device);
+        assert_eq!(p("10.2.0").newest_machine, (10, 2));
+    }
+}
