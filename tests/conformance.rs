@@ -153,6 +153,22 @@ fn hugetlbfs_destinations_match_the_model() {
 }
 
 #[test]
+fn a_restored_guest_that_grows_on_a_full_quota_matches_the_model() {
+    let Some(lab) = lab_or_skip() else { return };
+    let row = common::scenario("conformance/grow-after-restore-prealloc-full.toml");
+    let l = load_for(&lab, &row);
+    let b = build(&l).unwrap();
+    let sh = shape(&b).unwrap();
+    let model = run(&l).unwrap();
+    let work = workdir().unwrap();
+    let (state, _) = source_state(&lab, &sh, work.path()).unwrap_or_else(|e| panic!("source: {e}"));
+    let qemu = destination(&lab, &sh, &state, work.path()).unwrap_or_else(|e| panic!("{}: {e}", row.display()));
+    eprintln!("{}: QEMU {} {:?}, model {} {:?}, verdict {}", row.display(), qemu.class(), qemu.lines(), model.outcome.class(), model.outcome.lines(), model.judgement.verdict);
+    let diffs = compare(&model.outcome, &qemu);
+    assert!(diffs.is_empty(), "{}", diffs.join("; "));
+}
+
+#[test]
 fn live_and_postcopy_migrations_match_the_model_on_both_sides() {
     let Some(lab) = lab_or_skip() else { return };
     let mut failures = Vec::new();

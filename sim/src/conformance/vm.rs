@@ -84,13 +84,22 @@ pub struct Shape {
     /// The destination's files live on a hugetlbfs mount (2 MiB pages, `reserve=off`) instead
     /// of tmpfs; the source always uses tmpfs (real-qemu.md: both gave identical outcomes).
     pub dest_hugetlb: bool,
+    /// After a completed restore, the first device's requested size is set to this (the
+    /// scenario's last `[[manager.resize]]`) and the restored guest's driver plugs on its own.
+    pub grow: Option<u64>,
 }
 
 /// Whether a built scenario runs on a real QEMU here; `Err` says why not.
 pub fn shape(b: &Built) -> Result<Shape, String> {
-    if !b.plan.hints.is_empty() || !b.actions.is_empty() || !b.drains.is_empty() {
+    if !b.plan.hints.is_empty() || !b.drains.is_empty() {
         return Err("the QEMU harness runs migrations without simulated events".into());
     }
+    // A resize of the first device after the restore, and the plugs that answer it, are what a
+    // real guest's driver does by itself.
+    if b.resizes.iter().any(|r| r.1 != 0) || b.actions.iter().any(|a| a.1 != 0 || !matches!(a.2, vmemsim_model::Request::Plug { .. })) || (b.resizes.is_empty() && !b.actions.is_empty()) {
+        return Err("the QEMU harness grows the first device after the restore; other requests are not run".into());
+    }
+    let grow = b.resizes.last().map(|r| r.2 .0);
     use vmemsim_model::BackendKind;
     if b.source.backend.kind != BackendKind::TmpfsFile {
         return Err("the QEMU harness runs the source on tmpfs-file".into());
@@ -119,6 +128,7 @@ pub fn shape(b: &Built) -> Result<Shape, String> {
         devices,
         dest_quota: cap.0,
         dest_hugetlb,
+        grow,
     })
 }
 
@@ -264,8 +274,24 @@ fn grow_after_restore(q: &mut Qmp, sh: &Shape) -> Result<(), String> {
     }
 }
 
+/// The scenario's growth after the restore: `cont`, set the requested size, and give the
+/// guest 15 s to plug; QEMU must keep running whether the plug succeeds or is refused.
+fn grow_as_asked(q: &mut Qmp, to: u64) -> Result<u64, String> {
+    q.execute("cont", json!({}))?;
+    q.execute("qom-set", json!({"path": "vmem0", "property": "requested-size", "value": to}))?;
+    let start = Instant::now();
+    loop {
+        let size = q.execute("qom-get", json!({"path": "vmem0", "property": "size"}))?.as_u64().unwrap_or_default();
+        if size == to || start.elapsed() > Duration::from_secs(15) {
+            return Ok(size);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// Restores the state file on a destination with the scenario's prealloc and tmpfs quota.
-/// A completed restore with 128 MiB to spare is also grown (see `grow_after_restore`).
+/// A completed restore is grown as the scenario asks, or, with 128 MiB to spare, by 128 MiB
+/// (see `grow_after_restore`).
 pub fn destination(lab: &Lab, sh: &Shape, state: &Path, dir: &Path) -> Result<Outcome, String> {
     // Huge pages behind the hugetlbfs quota (the pool is grown only as needed, and restored).
     let _pool = if sh.dest_hugetlb { Some(HugePool::ensure_free(sh.dest_quota.div_ceil(2 << 20)).map_err(|e| format!("huge pages: {e}"))?) } else { None };
@@ -280,7 +306,10 @@ pub fn destination(lab: &Lab, sh: &Shape, state: &Path, dir: &Path) -> Result<Ou
             if let Ok(st) = q.execute("query-migrate", json!({})) {
                 if st.get("status").and_then(|s| s.as_str()) == Some("completed") {
                     let plugged: u64 = sh.devices.iter().map(|d| d.requested).sum();
-                    if sh.dest_quota >= plugged + (128 << 20) && sh.devices[0].requested < sh.devices[0].region {
+                    if let Some(to) = sh.grow {
+                        let size = grow_as_asked(&mut q, to)?;
+                        eprintln!("grown after the restore: requested {to}, the guest plugged {size}");
+                    } else if sh.dest_quota >= plugged + (128 << 20) && sh.devices[0].requested < sh.devices[0].region {
                         grow_after_restore(&mut q, sh)?;
                     }
                     let _ = q.execute("quit", json!({}));
