@@ -20,6 +20,17 @@ pub struct Args {
     pub shrink: bool,
 }
 
+/// One table of counts with the first seed of each row.
+fn counts_table<const N: usize>(what: &str, counted: &str, seed: &str, rows: [(&str, Option<(u64, u64)>); N]) {
+    out!("{:<28} {:>10}  {}", what, counted, seed);
+    for (name, entry) in rows {
+        match entry {
+            Some((n, seed)) => out!("{:<28} {:>10}  {seed}", name, n),
+            None => out!("{:<28} {:>10}", name, 0),
+        }
+    }
+}
+
 fn print_summary(o: &Options, s: &Summary) {
     let secs = s.elapsed.as_secs_f64().max(1e-9);
     out!(
@@ -39,29 +50,11 @@ fn print_summary(o: &Options, s: &Summary) {
         out!("{:<28} {:>10}", c.name(), s.by_class.get(c.name()).copied().unwrap_or(0));
     }
     out!("");
-    out!("{:<28} {:>10}  {}", "verdict", "runs", "first seed (vmemsim campaign --seed S --runs 1)");
-    for v in Verdict::ALL {
-        match s.by_verdict.get(&v) {
-            Some((n, seed)) => out!("{:<28} {:>10}  {seed}", v.name(), n),
-            None => out!("{:<28} {:>10}", v.name(), 0),
-        }
-    }
+    counts_table("verdict", "runs", "first seed (vmemsim campaign --seed S --runs 1)", Verdict::ALL.map(|v| (v.name(), s.by_verdict.get(&v).copied())));
     out!("");
-    out!("{:<28} {:>10}  {}", "QEMU hazard", "runs", "first seed");
-    for h in Hazard::ALL {
-        match s.by_hazard.get(&h) {
-            Some((n, seed)) => out!("{:<28} {:>10}  {seed}", h.name(), n),
-            None => out!("{:<28} {:>10}", h.name(), 0),
-        }
-    }
+    counts_table("QEMU hazard", "runs", "first seed", Hazard::ALL.map(|h| (h.name(), s.by_hazard.get(&h).copied())));
     out!("");
-    out!("{:<28} {:>10}  {}", "property", "violations", "first seed");
-    for p in Property::ALL {
-        match s.by_property.get(&p) {
-            Some((n, seed)) => out!("{:<28} {:>10}  {seed}", p.name(), n),
-            None => out!("{:<28} {:>10}", p.name(), 0),
-        }
-    }
+    counts_table("property", "violations", "first seed", Property::ALL.map(|p| (p.name(), s.by_property.get(&p).copied())));
     if !s.generator_errors.is_empty() {
         out!("");
         out!("generator errors (a bug in vmemsim): {}", s.generator_errors.len());
