@@ -30,9 +30,10 @@ pub const ALWAYS_DEVICE_STATE: Change =
 
 /// migration/migration.c `qmp_migrate_cancel`: refused while `migration_in_postcopy()` with
 /// "Postcopy migration in progress, cannot cancel." (read in 10.0.2's source and run there; the
-/// hash is the reference table's, not found in the search index).
+/// patch is "[PATCH v3 5/9] migration: Reject qmp_migrate_cancel after postcopy", Feb 2025,
+/// merged for 10.0; the hash is the reference table's).
 pub const CANCEL_REFUSED_IN_POSTCOPY: Change =
-    Change { commit: "646119088f", title: "migration: refuse migrate_cancel in postcopy", first: (10, 0), backports: &[] };
+    Change { commit: "646119088f", title: "migration: Reject qmp_migrate_cancel after postcopy", first: (10, 0), backports: &[] };
 
 /// migration/migration.c `postcopy_start` `fail:`: moves any state but CANCELLING to FAILED
 /// (before: POSTCOPY_ACTIVE → FAILED only, which never matches once 48814111366b left the state
@@ -63,7 +64,9 @@ pub struct QemuProfile {
     pub cancel_refused_in_postcopy: bool,
     /// Whether a failure inside `postcopy_start` moves the source to FAILED (and
     /// `migration_iteration_finish` restarts the guest): before [`ALWAYS_DEVICE_STATE`] the state
-    /// was already POSTCOPY_ACTIVE there, so the old cmpxchg matched; from it until
+    /// was already POSTCOPY_ACTIVE there, so the old cmpxchg matched (725a9e5f78's message: the
+    /// commit "moved the actual state transition that leads to POSTCOPY_ACTIVE" to just before
+    /// a successful return); from it until
     /// [`POSTCOPY_START_FAILURE_FAILS`] the source stays in `device`.
     pub postcopy_start_failure_fails: bool,
     /// [`POSTCOPY_DEVICE_STATE`].
@@ -115,9 +118,15 @@ impl Default for QemuProfile {
 }
 
 /// The oldest x86 machine version a release offers: 2.4 in 10.0 (`-machine help` of 10.0.2
-/// lists pc-q35-2.4 and pc-i440fx-2.4 as deprecated, nothing older).
-fn oldest_machine(_v: QemuVersion) -> (u32, u32) {
-    (2, 4)
+/// lists pc-q35-2.4 and pc-i440fx-2.4 as deprecated, nothing older); pc-i440fx-2.0 to 2.3
+/// were removed for 9.1 ("hw/i386: Remove deprecated pc-i440fx-2.0 -> 2.3 machines", merged
+/// June 2024), so 2.0 before [INF: older removals and 10.1/10.2's list are not read].
+fn oldest_machine(v: QemuVersion) -> (u32, u32) {
+    if v.series() >= (9, 1) {
+        (2, 4)
+    } else {
+        (2, 0)
+    }
 }
 
 #[cfg(test)]

@@ -91,19 +91,22 @@ pub struct SourceFate {
     pub cont: Reply,
 }
 
-/// `qmp_migrate_cancel` → `migration_cancel`. With [`crate::profile::CANCEL_REFUSED_IN_POSTCOPY`]
-/// refused while `migration_in_postcopy()`; before it, a paused postcopy is cancelled and
-/// `migration_iteration_finish` restarts the guest stopped by `postcopy_start` [to verify].
-/// A stuck `device` is running by `migration_is_running`, so it moves to CANCELLING, and
-/// nobody moves it further (cleanup ran already) [observed 10.0.2]. Completed and failed
-/// migrations are not running: nothing changes and the answer is success.
+/// `qmp_migrate_cancel` → `migration_cancel` → `migrate_fd_cancel`. With
+/// [`crate::profile::CANCEL_REFUSED_IN_POSTCOPY`] refused while `migration_in_postcopy()`.
+/// Before it, `postcopy-paused` counts as running (`migration_is_running`), so the state
+/// moves to CANCELLING, but the migration thread waits in `postcopy_pause` on
+/// `postcopy_pause_sem`, which only a recovery posts: the source stays in `cancelling` with
+/// the guest stopped [read in 9.x migrate_fd_cancel and postcopy_pause; INF: the patch that
+/// would have kicked the semaphore, "migration: Kick postcopy threads on cancel" (v1, Dec
+/// 2024), was replaced by the refusal in v3]. A stuck `device` is running too: it moves to
+/// CANCELLING and nobody moves it further (cleanup ran already) [observed 10.0.2]. Completed
+/// and failed migrations are not running: nothing changes and the answer is success.
 fn cancel(status: MigrationStatus, runstate: RunState, qemu: &QemuProfile) -> (Reply, (MigrationStatus, RunState)) {
     match status {
         MigrationStatus::PostcopyPaused if qemu.cancel_refused_in_postcopy => {
             (Reply::Error("Postcopy migration in progress, cannot cancel.".into()), (status, runstate))
         }
-        MigrationStatus::PostcopyPaused => (Reply::Ok, (MigrationStatus::Cancelled, RunState::Running)),
-        MigrationStatus::Device => (Reply::Ok, (MigrationStatus::Cancelling, runstate)),
+        MigrationStatus::PostcopyPaused | MigrationStatus::Device => (Reply::Ok, (MigrationStatus::Cancelling, runstate)),
         MigrationStatus::Completed | MigrationStatus::Failed | MigrationStatus::Cancelling | MigrationStatus::Cancelled => (Reply::Ok, (status, runstate)),
     }
 }
@@ -148,8 +151,9 @@ fn first_error(outcome: &Outcome, return_path: bool) -> String {
 
 /// `postcopy_start` failing on a dead destination: "Migration stream errored (pre package)"
 /// (the first `qemu_file_get_error` check); the return path's EOF is the stored error
-/// [observed 6 of 6 on 10.0.2]. With [`QemuProfile::postcopy_start_failure_fails`] the source
-/// fails and `migration_iteration_finish` restarts the guest; without it the state stays
+/// [observed 6 of 6 on 10.0.2; INF: the same lines before 10.0]. With
+/// [`QemuProfile::postcopy_start_failure_fails`] the source fails and
+/// `migration_iteration_finish` restarts the guest; without it the state stays
 /// `device`, which `migration_iteration_finish` does not know ("Unknown ending state 13",
 /// MigrationStatus numbering of 10.0 and 10.1), and the guest stays stopped.
 fn postcopy_start_failed(qemu: &QemuProfile) -> (MigrationStatus, RunState, Option<String>, Vec<String>) {
@@ -330,6 +334,20 @@ mod tests {
             assert_eq!((f.status, f.runstate, f.cont.clone()), (MigrationStatus::Failed, RunState::Running, Reply::Ok), "{v}");
         }
         assert_eq!(source_fate(&items, Some(5), &dead, &q("10.1.0")).status, MigrationStatus::Device);
+    }
+
+    #[test]
+    fn before_10_0_a_cancel_of_a_paused_postcopy_hangs_in_cancelling() {
+        let items = postcopy(vec![]);
+        for v in ["8.2.0", "9.2.4"] {
+            let f = source_fate(&items, Some(4), &failed(), &q(v));
+            assert_eq!((f.status, f.cancel.clone(), f.after_cancel), (MigrationStatus::PostcopyPaused, Reply::Ok, (MigrationStatus::Cancelling, RunState::FinishMigrate)), "{v}");
+            assert_eq!(f.cont, Reply::Error("Migration is not finalized yet".into()));
+        }
+        // The state was already POSTCOPY_ACTIVE inside postcopy_start: its failure path fails.
+        let items = postcopy(vec![pages(0, 128)]);
+        let f = source_fate(&items, Some(5), &crashed_at(Bytes((128 << 20) - 4096)), &q("9.2.0"));
+        assert_eq!((f.status, f.runstate), (MigrationStatus::Failed, RunState::Running));
     }
 
     #[test]
