@@ -9,7 +9,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use vmemsim_model::migration::verdict::Verdict;
 use vmemsim_model::{OutcomeClass, Variant};
 use vmemsim_sim::campaign::{campaign, Options, Shard, Summary};
-use vmemsim_sim::found::record;
+use vmemsim_sim::found::{record, record_hazard};
 use vmemsim_sim::hazards::Hazard;
 use vmemsim_sim::Property;
 
@@ -18,6 +18,7 @@ pub struct Args {
     pub found_dir: PathBuf,
     pub shrink_time: Duration,
     pub shrink: bool,
+    pub save_hazards: Option<PathBuf>,
 }
 
 /// One table of counts with the first seed of each row.
@@ -95,6 +96,9 @@ pub fn run(args: Args) -> Result<bool, String> {
     if !summary.generator_errors.is_empty() {
         return Err(format!("{} generated scenarios did not build: a bug in the generator", summary.generator_errors.len()));
     }
+    if let Some(dir) = &args.save_hazards {
+        save_hazards(o, &summary, dir, args.shrink_time)?;
+    }
     if summary.findings.is_empty() {
         return Ok(false);
     }
@@ -117,6 +121,24 @@ pub fn run(args: Args) -> Result<bool, String> {
         );
     }
     Ok(true)
+}
+
+/// Shrinks and writes the first seed of each hazard the campaign saw.
+fn save_hazards(o: &Options, summary: &Summary, dir: &std::path::Path, budget: Duration) -> Result<(), String> {
+    if o.variant != Variant::Faithful {
+        return Err("--save-hazards is for faithful campaigns: a variant's runs show the variant, not QEMU".into());
+    }
+    for (h, (_, seed)) in &summary.by_hazard {
+        let f = record_hazard(*seed, o.qemu, *h, dir, budget).map_err(|e| format!("cannot write the hazard: {e}"))?;
+        out!(
+            "hazard {h} (seed {seed}): shrunk from {} parts to {} in {} steps; replay: vmemsim replay {}",
+            f.size_before.0,
+            f.size_after.0,
+            f.shrunk.steps,
+            f.path.display()
+        );
+    }
+    Ok(())
 }
 
 pub fn parse_variant(s: &str) -> Result<Variant, String> {

@@ -96,6 +96,10 @@ enum Command {
         /// Report findings without shrinking or writing them.
         #[arg(long)]
         no_shrink: bool,
+        /// Shrink the first seed of each QEMU hazard and write it under this folder (a faithful
+        /// campaign only), e.g. scenarios/hazards.
+        #[arg(long)]
+        save_hazards: Option<PathBuf>,
         /// Stop at the first finding (the same one whatever the thread count).
         #[arg(long)]
         stop_on_finding: bool,
@@ -254,11 +258,11 @@ fn main() -> ExitCode {
         Command::Cleanup => real_cmd::cleanup(),
         Command::Replay { file, trace } => run(file, trace, true),
         Command::Check { file } => check(file),
-        Command::Campaign { runs, seed, threads, shard, variant, qemu, time, found_dir, shrink_time, no_shrink, stop_on_finding } => {
+        Command::Campaign { runs, seed, threads, shard, variant, qemu, time, found_dir, shrink_time, no_shrink, save_hazards, stop_on_finding } => {
             let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
             let runs = if runs.is_none() && time.is_none() { Some(10_000) } else { runs };
             let options = Options { runs, seed, threads, shard, variant, qemu, time, stop_on_finding };
-            campaign_cmd::run(campaign_cmd::Args { options, found_dir, shrink_time, shrink: !no_shrink })
+            campaign_cmd::run(campaign_cmd::Args { options, found_dir, shrink_time, shrink: !no_shrink, save_hazards })
                 .map(|found| if found { ExitCode::from(1) } else { ExitCode::SUCCESS })
         }
     };

@@ -68,3 +68,28 @@ fn a_campaign_counts_verdicts_and_names_a_seed_for_each() {
         assert_eq!(run_seed(seed, o.variant).0.verdict, Some(v), "seed {seed} replays as {v}");
     }
 }
+
+/// A faithful campaign shrinks the first seed of each QEMU hazard into a scenario that names the
+/// release and replays to its verdict.
+#[test]
+fn a_campaign_saves_qemus_hazards_as_scenarios_that_replay() {
+    let dir = common::scratch("hazards");
+    let out = Command::new(EXE)
+        .args(["campaign", "--runs", "100", "--seed", "1", "--threads", "1", "--qemu", "10.0.2", "--shrink-time", "2s", "--save-hazards"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    let files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    assert!(files.iter().any(|f| f.to_string_lossy().contains("qemu-10.0.2-source-stuck-seed")), "{files:?}\n{text}");
+    for f in &files {
+        let body = std::fs::read_to_string(f).unwrap();
+        assert!(body.contains("qemu = \"10.0.2\"") && body.contains("verdict = \"vm-lost\""), "{}", f.display());
+        let replay = Command::new(EXE).arg("replay").arg(f).output().unwrap();
+        assert_eq!(replay.status.code(), Some(0), "{}: {}", f.display(), String::from_utf8_lossy(&replay.stdout));
+    }
+    let refused = Command::new(EXE).args(["campaign", "--runs", "10", "--variant", "no-rollback", "--no-shrink", "--save-hazards"]).arg(&dir).output().unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--save-hazards is for faithful campaigns"));
+}

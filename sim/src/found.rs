@@ -9,11 +9,12 @@ use vmemsim_model::{QemuVersion, Variant};
 
 use crate::build::build;
 use crate::campaign::{loaded, write_scenario};
-use crate::engine::simulate;
+use crate::engine::{simulate, Sim};
+use crate::hazards::{hazards, Hazard};
 use crate::gen::generate_on;
 use crate::properties::Property;
 use crate::scenario::Expect;
-use crate::shrink::{shrink, size, Shrunk};
+use crate::shrink::{shrink, shrink_while, size, Shrunk};
 
 /// A recorded finding.
 #[derive(Clone, Debug)]
@@ -66,4 +67,50 @@ pub fn record(seed: u64, variant: Variant, qemu: QemuVersion, property: Property
     ));
     write_scenario(&path, &scenario)?;
     Ok(Finding { seed, property, path, size_before, size_after: size(&scenario), shrunk })
+}
+
+/// A hazard of QEMU's own, found by a faithful campaign, shrunk and written as a scenario.
+#[derive(Clone, Debug)]
+pub struct HazardFound {
+    pub seed: u64,
+    pub hazard: Hazard,
+    pub path: PathBuf,
+    pub size_before: (usize, u64),
+    pub size_after: (usize, u64),
+    pub shrunk: Shrunk,
+}
+
+/// Writes, shrinks and rewrites the faithful seed that shows `hazard` on `qemu`, under `dir`,
+/// with the release on both sides and the expected verdict and source status.
+pub fn record_hazard(seed: u64, qemu: QemuVersion, hazard: Hazard, dir: &Path, budget: Duration) -> std::io::Result<HazardFound> {
+    let mut scenario = generate_on(seed, Variant::Faithful, qemu);
+    scenario.source.qemu = Some(qemu);
+    let path = dir.join(format!("qemu-{qemu}-{}-seed{seed}.toml", hazard.name()));
+    write_scenario(&path, &scenario)?;
+    let size_before = size(&scenario);
+    let shrunk = shrink_while(&scenario, &|sim: &Sim| hazards(sim).contains(&hazard), budget);
+    scenario = shrunk.scenario.clone();
+    let b = build(&loaded(scenario.clone())).expect("a shrunk scenario builds: shrinking only accepts those that do");
+    let sim = simulate(&b);
+    scenario.name = format!("hazard: {} on QEMU {qemu} (seed {seed}, shrunk)", hazard.name());
+    scenario.description = format!(
+        "Found by `vmemsim campaign --qemu {qemu} --seed {seed} --runs 1 --save-hazards DIR`, shrunk in {} steps from {} parts to {}. Verdict {}. Source: {}",
+        shrunk.steps,
+        size_before.0,
+        size(&scenario).0,
+        sim.judgement,
+        sim.source.to_string().lines().next().unwrap_or_default().trim_start_matches("source: ")
+    );
+    scenario.expect = Some(Spanned::new(
+        0..0,
+        Expect {
+            outcome: sim.outcome.class().name().to_string(),
+            trace_hash: Some(format!("{:016x}", sim.trace_hash)),
+            verdict: Some(sim.judgement.verdict.name().to_string()),
+            source_status: Some(sim.source.status.name().to_string()),
+            ..Expect::default()
+        },
+    ));
+    write_scenario(&path, &scenario)?;
+    Ok(HazardFound { seed, hazard, path, size_before, size_after: size(&scenario), shrunk })
 }

@@ -7,7 +7,7 @@ use vmemsim_model::Bytes;
 
 use crate::build::build;
 use crate::campaign::loaded;
-use crate::engine::simulate;
+use crate::engine::{simulate, Sim};
 use crate::properties::Property;
 use crate::scenario::{CapacitySpec, DeviceOverrides, ModeSpec, Scenario};
 
@@ -54,8 +54,13 @@ pub fn size(s: &Scenario) -> (usize, u64) {
 
 /// Whether a scenario still violates `p` (a scenario that no longer builds does not).
 pub fn still_fails(s: &Scenario, p: Property) -> bool {
+    still_shows(s, &|sim: &Sim| sim.violates(p))
+}
+
+/// Whether a scenario still builds and its run still shows `keep`.
+fn still_shows(s: &Scenario, keep: &dyn Fn(&Sim) -> bool) -> bool {
     match build(&loaded(s.clone())) {
-        Ok(b) => simulate(&b).violates(p),
+        Ok(b) => keep(&simulate(&b)),
         Err(_) => false,
     }
 }
@@ -225,6 +230,12 @@ pub struct Shrunk {
 /// Shrinks `s` while it still violates `p`, for at most `budget`.
 pub fn shrink(s: &Scenario, p: Property, budget: Duration) -> Shrunk {
     assert!(still_fails(s, p), "shrinking starts from a scenario that fails {p}");
+    shrink_while(s, &|sim: &Sim| sim.violates(p), budget)
+}
+
+/// Shrinks `s` while its run still shows `keep` (a property violation, a QEMU hazard), for at
+/// most `budget`.
+pub fn shrink_while(s: &Scenario, keep: &dyn Fn(&Sim) -> bool, budget: Duration) -> Shrunk {
     let start = Instant::now();
     let mut best = s.clone();
     let (mut steps, mut tries) = (0, 0);
@@ -235,7 +246,7 @@ pub fn shrink(s: &Scenario, p: Property, budget: Duration) -> Shrunk {
                 return Shrunk { scenario: best, steps, tries, elapsed: start.elapsed(), timed_out: true };
             }
             tries += 1;
-            if size(&c) < best_size && still_fails(&c, p) {
+            if size(&c) < best_size && still_shows(&c, keep) {
                 best = c;
                 steps += 1;
                 continue 'outer;

@@ -234,6 +234,22 @@ pub fn source_state(lab: &Lab, sh: &Shape, dir: &Path) -> Result<(PathBuf, f64),
     result.map(|s| (s, start.elapsed().as_secs_f64()))
 }
 
+/// `quit`, and SIGKILL if QEMU has not exited 5 s later: a paused postcopy destination whose
+/// vCPU waits in a userfault for a page that never comes does not finish quitting (seen here:
+/// the main thread waits for the vCPU).
+fn quit_or_kill(q: &mut Qmp, child: &mut Child) {
+    let _ = q.execute("quit", json!({}));
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(5) {
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 /// QEMU's stderr lines of an ended process, without the `qemu-system-x86_64: ` prefix.
 fn stderr_lines(child: &mut Child) -> Vec<String> {
     let mut err = String::new();
@@ -312,8 +328,7 @@ pub fn destination(lab: &Lab, sh: &Shape, state: &Path, dir: &Path) -> Result<Ou
                     } else if sh.dest_quota >= plugged + (128 << 20) && sh.devices[0].requested < sh.devices[0].region {
                         grow_after_restore(&mut q, sh)?;
                     }
-                    let _ = q.execute("quit", json!({}));
-                    let _ = child.wait();
+                    quit_or_kill(&mut q, &mut child);
                     break Outcome::Completed { lines: stderr_lines(&mut child) };
                 }
             }
@@ -466,15 +481,13 @@ pub fn live(lab: &Lab, sh: &Shape, mode: LiveMode, dir: &Path) -> Result<(Outcom
             let st = qd.execute("query-migrate", json!({})).unwrap_or_default();
             match st.get("status").and_then(|s| s.as_str()) {
                 Some("completed") => {
-                    let _ = qd.execute("quit", json!({}));
-                    let _ = dst.wait();
+                    quit_or_kill(&mut qd, &mut dst);
                     break Outcome::Completed { lines: stderr_lines(&mut dst) };
                 }
                 // A placement failed after RUN: the destination pauses and lives on
-                // (postcopy_pause_incoming); its stderr is read once it quit.
+                // (postcopy_pause_incoming); its stderr is read once it is gone.
                 Some("postcopy-paused") => {
-                    let _ = qd.execute("quit", json!({}));
-                    let _ = dst.wait();
+                    quit_or_kill(&mut qd, &mut dst);
                     break Outcome::PostcopyFailed { stage: Stage::PostcopyPlacement, lines: stderr_lines(&mut dst) };
                 }
                 _ => {}
