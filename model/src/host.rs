@@ -96,9 +96,10 @@ pub trait HostMemory {
     /// that must allocate, beyond capacity is a SIGBUS.
     fn load(&mut self, block: RamBlockId, offset: Bytes, len: Bytes, kind: PageKind) -> Result<(), Sigbus>;
 
-    /// Places pages after LISTEN with UFFDIO_COPY (`postcopy_place_page`): EEXIST when a page is
-    /// present, ENOMEM when no page can be allocated.
-    fn place(&mut self, block: RamBlockId, offset: Bytes, len: Bytes) -> Result<(), HostError>;
+    /// Places pages after LISTEN: with UFFDIO_COPY (`postcopy_place_page`), or with
+    /// UFFDIO_ZEROPAGE when `zero` (`postcopy_place_page_zero` on a zeroable block): EEXIST when
+    /// a page is present, ENOMEM when no page can be allocated.
+    fn place(&mut self, block: RamBlockId, offset: Bytes, len: Bytes, zero: bool) -> Result<(), HostError>;
 
     /// The guest writes a range after switchover. Beyond capacity: SIGBUS at run time.
     fn touch(&mut self, block: RamBlockId, offset: Bytes, len: Bytes) -> Result<(), Sigbus>;

@@ -181,7 +181,10 @@ impl HostMemory for ModelMemory {
         self.fill(block, s, e).map_err(|at| Sigbus { offset: Bytes(at) })
     }
 
-    fn place(&mut self, block: RamBlockId, offset: Bytes, len: Bytes) -> Result<(), HostError> {
+    /// UFFDIO_ZEROPAGE allocates as UFFDIO_COPY does on shared memory (a zeroed page-cache page);
+    /// on private anonymous memory it maps the shared zero page, which has no capacity to run
+    /// out of here, so `zero` changes nothing the model counts.
+    fn place(&mut self, block: RamBlockId, offset: Bytes, len: Bytes, _zero: bool) -> Result<(), HostError> {
         let (s, e) = self.span(block, offset, len);
         let present = self.blocks[block.0].populated.first_covered(s, e);
         let stop = present.unwrap_or(e);
@@ -256,24 +259,24 @@ mod tests {
     fn place_reports_eexist_on_present_page_and_enomem_when_dry() {
         let (mut m, b) = hugetlb(8);
         m.populate(b, Bytes::mib(2), Bytes::mib(2)).unwrap();
-        let e = m.place(b, Bytes::ZERO, Bytes::mib(4)).unwrap_err();
+        let e = m.place(b, Bytes::ZERO, Bytes::mib(4), false).unwrap_err();
         assert_eq!(e, HostError { errno: Errno::Exist, offset: Bytes::mib(2) });
         // The hole before the present page was placed.
         assert_eq!(m.populated(b, Bytes::ZERO, Bytes::mib(4)), Bytes::mib(4));
         m.discard(b, Bytes::ZERO, Bytes::gib(1)).unwrap();
         assert_eq!(m.populated_total(b), Bytes::ZERO);
         // Out of huge pages with others of the block mapped: hugetlb reports EEXIST.
-        let e = m.place(b, Bytes::ZERO, Bytes::mib(16)).unwrap_err();
+        let e = m.place(b, Bytes::ZERO, Bytes::mib(16), false).unwrap_err();
         assert_eq!(e, HostError { errno: Errno::ExistNoPage, offset: Bytes::mib(8) });
         assert_eq!(e.errno.strerror(), "File exists");
         // With nothing of the block mapped, and on shmem always: ENOMEM.
         m.discard(b, Bytes::ZERO, Bytes::gib(1)).unwrap();
         m.drain_pool(PoolId(0), Bytes::mib(8));
-        assert_eq!(m.place(b, Bytes::ZERO, Bytes::mib(2)).unwrap_err().errno, Errno::NoMem);
+        assert_eq!(m.place(b, Bytes::ZERO, Bytes::mib(2), false).unwrap_err().errno, Errno::NoMem);
         let mut shm = ModelMemory::new();
         let pool = shm.add_pool(Capacity::Limited(Bytes::mib(1)));
         let sb = shm.add_block("mem0", Backend::unlimited(BackendKind::Memfd), Bytes::mib(8), pool);
-        assert_eq!(shm.place(sb, Bytes::ZERO, Bytes::mib(2)).unwrap_err(), HostError { errno: Errno::NoMem, offset: Bytes::mib(1) });
+        assert_eq!(shm.place(sb, Bytes::ZERO, Bytes::mib(2), false).unwrap_err(), HostError { errno: Errno::NoMem, offset: Bytes::mib(1) });
     }
 
     #[test]
@@ -285,7 +288,7 @@ mod tests {
         m.populate(b, Bytes::ZERO, Bytes::mib(8)).unwrap();
         m.discard(b, Bytes::ZERO, Bytes::mib(8)).unwrap();
         assert_eq!(m.populated_total(b), Bytes::mib(8));
-        assert_eq!(m.place(b, Bytes::ZERO, Bytes(4096)).unwrap_err().errno, Errno::Exist);
+        assert_eq!(m.place(b, Bytes::ZERO, Bytes(4096), false).unwrap_err().errno, Errno::Exist);
     }
 
     #[test]

@@ -400,7 +400,7 @@ impl<H: HostMemory> Destination<H> {
             for (s, e) in ready.iter() {
                 self.placed[local].insert(s, e);
                 for (s, e, zero) in self.zero_and_data(local, s, e, page) {
-                    if let Err(err) = self.vm.host.place(info.id, Bytes(s), Bytes(e - s)) {
+                    if let Err(err) = self.vm.host.place(info.id, Bytes(s), Bytes(e - s), zero) {
                         self.placement_error = Some(err);
                         let mut l = std::mem::take(&mut self.lines);
                         l.push(placement_line(&info.name, err, zero, page));

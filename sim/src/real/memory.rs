@@ -172,7 +172,7 @@ impl HostMemory for RealMemory {
         Ok(())
     }
 
-    fn place(&mut self, block: RamBlockId, offset: Bytes, len: Bytes) -> Result<(), HostError> {
+    fn place(&mut self, block: RamBlockId, offset: Bytes, len: Bytes, zero: bool) -> Result<(), HostError> {
         if self.uffd.is_none() {
             self.uffd = Some(Userfault::new().unwrap_or_else(|e| panic!("userfaultfd: {e}")));
         }
@@ -191,7 +191,8 @@ impl HostMemory for RealMemory {
         for p in (0..len.0 as usize).step_by(page) {
             let at = offset.0 as usize + p;
             let dst = b.map.at(at, page) as usize;
-            uffd.copy(dst, self.zero_src.as_ptr(), page).map_err(|e| HostError { errno: errno(e), offset: Bytes(at as u64) })?;
+            let placed = if zero { uffd.zeropage(dst, page) } else { uffd.copy(dst, self.zero_src.as_ptr(), page) };
+            placed.map_err(|e| HostError { errno: errno(e), offset: Bytes(at as u64) })?;
         }
         Ok(())
     }

@@ -1,10 +1,11 @@
-//! userfaultfd: register RAM in MISSING mode at LISTEN and place pages with UFFDIO_COPY, as
-//! QEMU's postcopy does (`postcopy_ram_incoming_setup`, `qemu_ufd_copy_ioctl`).
+//! userfaultfd: register RAM in MISSING mode at LISTEN and place pages with UFFDIO_COPY or
+//! UFFDIO_ZEROPAGE, as QEMU's postcopy does (`postcopy_ram_incoming_setup`,
+//! `qemu_ufd_copy_ioctl`).
 
 use std::os::fd::{AsFd, OwnedFd};
 
-use linux_raw_sys::general::{uffdio_api, uffdio_copy, uffdio_range, uffdio_register, UFFDIO_REGISTER_MODE_MISSING, UFFD_API, UFFD_FEATURE_SIGBUS};
-use linux_raw_sys::ioctl::{UFFDIO_API, UFFDIO_COPY, UFFDIO_REGISTER};
+use linux_raw_sys::general::{uffdio_api, uffdio_copy, uffdio_range, uffdio_register, uffdio_zeropage, UFFDIO_REGISTER_MODE_MISSING, UFFD_API, UFFD_FEATURE_SIGBUS};
+use linux_raw_sys::ioctl::{UFFDIO_API, UFFDIO_COPY, UFFDIO_REGISTER, UFFDIO_ZEROPAGE};
 use rustix::io::Errno;
 use rustix::ioctl::{ioctl, Updater};
 use rustix::mm::UserfaultfdFlags;
@@ -43,5 +44,13 @@ impl Userfault {
             Ok(()) => Ok(()),
             Err(e) => Err(e),
         }
+    }
+
+    /// UFFDIO_ZEROPAGE of `len` bytes at `dst` (`uffd_zero_page`): EEXIST when present.
+    pub fn zeropage(&self, dst: usize, len: usize) -> Result<(), Errno> {
+        let mut z = uffdio_zeropage { range: uffdio_range { start: dst as u64, len: len as u64 }, mode: 0, zeropage: 0 };
+        // SAFETY: UFFDIO_ZEROPAGE reads and writes a `uffdio_zeropage`; the range lies inside a
+        // registered mapping the caller owns.
+        unsafe { ioctl(self.fd.as_fd(), Updater::<{ UFFDIO_ZEROPAGE }, uffdio_zeropage>::new(&mut z)) }
     }
 }
