@@ -127,6 +127,9 @@ enum Command {
         /// The destination's machine type (default: the stream's).
         #[arg(long)]
         machine: Option<String>,
+        /// The destination's QEMU release.
+        #[arg(long, default_value = "10.0.2")]
+        qemu: vmemsim_model::QemuVersion,
     },
     /// Write the precopy stream the model's source sends for a scenario (QEMU's file format).
     Encode {
@@ -247,7 +250,7 @@ fn main() -> ExitCode {
         Command::Run { file, trace, backend: BackendArg::Model } => run(file, trace, false),
         Command::Run { file, trace: _, backend: BackendArg::Real } => real_cmd::run(&file),
         Command::Analyze { file, summary } => stream_cmd::analyze(&file, summary),
-        Command::Preflight { file, backend, capacity, prealloc, machine } => stream_cmd::preflight(&file, &backend, &capacity, prealloc == "on", machine.as_deref()),
+        Command::Preflight { file, backend, capacity, prealloc, machine, qemu } => stream_cmd::preflight(&file, &backend, &capacity, prealloc == "on", machine.as_deref(), qemu),
         Command::Encode { scenario, output } => stream_cmd::encode(&scenario, &output),
         Command::RealDestination { mount, quota, files } => {
             return ExitCode::from(vmemsim_sim::real::child::destination_main(vmemsim_sim::real::child::Setup { mount, quota, files }) as u8);

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use vmemsim_model::wire::encode::encode_precopy;
 use vmemsim_model::OutcomeClass;
-use vmemsim_sim::stream::{analyze_json, backend_of, pretty, preflight as predict, read_events, summary};
+use vmemsim_sim::stream::{analyze_json, backend_of, pretty, preflight_on as predict, read_events, summary};
 use vmemsim_sim::{build, load};
 
 pub fn analyze(file: &Path, people: bool) -> Result<ExitCode, String> {
@@ -18,10 +18,10 @@ pub fn analyze(file: &Path, people: bool) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn preflight(file: &Path, backend: &str, capacity: &str, prealloc: bool, machine: Option<&str>) -> Result<ExitCode, String> {
+pub fn preflight(file: &Path, backend: &str, capacity: &str, prealloc: bool, machine: Option<&str>, qemu: vmemsim_model::QemuVersion) -> Result<ExitCode, String> {
     let backend = backend_of(backend, capacity)?;
     let events = read_events(file).map_err(|e| e.to_string())?;
-    let p = predict(&events, backend, prealloc, machine).map_err(|e| format!("{}: {e}", file.display()))?;
+    let p = predict(&events, backend, prealloc, machine, &vmemsim_model::QemuProfile::of(qemu)).map_err(|e| format!("{}: {e}", file.display()))?;
     out_raw!("{}", p.report);
     out_raw!("{}", p.outcome);
     let verdict = match p.outcome.class() {

@@ -12,7 +12,7 @@ use vmemsim_sim::conformance::vm::{compare, destination, live, live_mode, shape,
 use vmemsim_sim::real::mounts::is_root;
 use vmemsim_sim::real::model_outcome;
 use vmemsim_model::wire::decode::Event;
-use vmemsim_sim::stream::{backend_of, preflight, read_events};
+use vmemsim_sim::stream::{backend_of, preflight_on, read_events};
 use vmemsim_sim::{build, load, run};
 
 fn lab_or_skip() -> Option<Lab> {
@@ -92,7 +92,7 @@ fn real_qemu_table_matches_the_model() {
             // `vmemsim preflight` on QEMU's own stream predicts what QEMU's destination did.
             if machine == "new" {
                 let backend = backend_of("tmpfs-file", &sh.dest_quota.to_string()).unwrap();
-                let p = preflight(&events, backend, sh.devices[0].dest_prealloc, None).unwrap();
+                let p = preflight_on(&events, backend, sh.devices[0].dest_prealloc, None, &vmemsim_model::QemuProfile::of(lab.version)).unwrap();
                 let diffs = compare(&p.outcome, &qemu);
                 if !diffs.is_empty() {
                     failures.push(format!("{}: preflight on QEMU's stream: {}", row.display(), diffs.join("; ")));

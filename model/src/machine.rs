@@ -116,6 +116,16 @@ mod tests {
     }
 
     #[test]
+    fn machines_three_years_old_are_deprecated() {
+        let (q100, q102) = (QemuProfile::default(), QemuProfile::of("10.2.2".parse().unwrap()));
+        let m = |n: &str| MachineType::parse_for(n, &q100).unwrap();
+        // `-machine help` of 10.0.2 and 10.2.2 (built here).
+        assert!(q100.deprecates(&m("pc-q35-7.0")) && !q100.deprecates(&m("pc-q35-7.1")));
+        assert!(q102.deprecates(&m("pc-q35-7.2")) && !q102.deprecates(&m("pc-q35-8.0")));
+        assert!(!QemuProfile::of("9.0.0".parse().unwrap()).deprecates(&m("pc-q35-2.4")));
+    }
+
+    #[test]
     fn unknown_machines_are_refused_with_what_the_version_offers() {
         for bad in ["virt", "pc-q35-", "pc-q35-x.1", "pc-q35-1.7", "pc-q35-2.3", "pc-q35-99.0", "pc-q35-10.2", "pc-q35-9.3", "pc-q35-+9.2", "pc-i440fx-4.0.1"] {
             let e = MachineType::parse(bad).unwrap_err();

@@ -48,6 +48,8 @@ pub struct RamBlockInfo {
 /// A QEMU process: devices, RAM blocks, and the memory behind them.
 #[derive(Clone, Debug)]
 pub struct Vm<H = ModelMemory> {
+    /// The QEMU that runs it.
+    pub qemu: QemuProfile,
     pub machine: MachineType,
     pub devices: Vec<VirtioMem>,
     pub host: H,
@@ -124,6 +126,10 @@ impl<H: HostMemory> Vm<H> {
         }
         let mut devices = Vec::new();
         let mut lines = Vec::new();
+        // machine_run_board_init → warn on a deprecated machine, before any device warning.
+        if cfg.qemu.deprecates(&cfg.machine) {
+            lines.push(format!("warning: Machine type '{}' is deprecated: machines more than 3 years old are subject to deletion after 6 years", cfg.machine.name()));
+        }
         for (i, (d, realized)) in cfg.devices.iter().zip(realized).enumerate() {
             lines.extend(realized.warnings.iter().cloned());
             let name = d.ram_block_name();
@@ -131,7 +137,7 @@ impl<H: HostMemory> Vm<H> {
             blocks.push(RamBlockInfo { name, id, len: d.region_size, device: Some(i) });
             devices.push(VirtioMem::new(realized, id, cfg.variant));
         }
-        Ok(Vm { machine: cfg.machine.clone(), devices, host, blocks, backend: cfg.backend, lines, variant: cfg.variant })
+        Ok(Vm { qemu: cfg.qemu, machine: cfg.machine.clone(), devices, host, blocks, backend: cfg.backend, lines, variant: cfg.variant })
     }
 }
 

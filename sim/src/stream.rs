@@ -153,6 +153,11 @@ pub struct Preflight {
 
 /// Predicts what a destination with `backend` would do with this stream.
 pub fn preflight(events: &[Event], backend: Backend, prealloc: bool, machine: Option<&str>) -> Result<Preflight, String> {
+    preflight_on(events, backend, prealloc, machine, &vmemsim_model::QemuProfile::default())
+}
+
+/// [`preflight`] for a destination running the QEMU of `qemu`: its machine types and its words.
+pub fn preflight_on(events: &[Event], backend: Backend, prealloc: bool, machine: Option<&str>, qemu: &vmemsim_model::QemuProfile) -> Result<Preflight, String> {
     let stream_machine = events.iter().find_map(|e| match e {
         Event::Configuration { machine } => Some(machine.clone()),
         _ => None,
@@ -214,8 +219,11 @@ pub fn preflight(events: &[Event], backend: Backend, prealloc: bool, machine: Op
         Some(n) => n.checked_add(1).ok_or_else(|| format!("an early section names NUMA node {n}: no machine has that many nodes"))?,
     };
     let cfg = VmConfig {
-        qemu: vmemsim_model::QemuProfile::default(),
-        machine: MachineType::parse(&machine).map_err(|e| e.to_string())?,
+        qemu: *qemu,
+        machine: MachineType::parse_for(&machine, qemu).map_err(|e| match e.hint() {
+            Some(h) => format!("{e}: {h}"),
+            None => e.to_string(),
+        })?,
         devices,
         backend,
         main_ram: Bytes(main),

@@ -342,11 +342,14 @@ impl<H: HostMemory> Destination<H> {
         for (off, len) in ranges {
             // virtio_mem_prealloc_range_cb → qemu_prealloc_mem (util/oslib-posix.c).
             if let Err(err) = self.vm.host.populate(rb, off, len) {
-                let l = vec![
-                    format!("qemu_prealloc_mem: preallocating memory failed: {}", err.errno),
-                    section_error(idstr),
-                    load_failed(Errno::NoMem),
-                ];
+                let prealloc = format!("qemu_prealloc_mem: preallocating memory failed: {}", err.errno);
+                let l = if self.vm.qemu.load_errors_as_one {
+                    // vmstate_load_state's post_load branch: error_setg with the hook's ret.
+                    let hook = format!("post load hook failed for: virtio-mem-device-early, version_id: 1, minimum_version: 1, ret: -{}", Errno::NoMem.number());
+                    vec![prealloc, format!("{}: {}: {hook}", load_failed(Errno::NoMem), section_error(idstr))]
+                } else {
+                    vec![prealloc, section_error(idstr), load_failed(Errno::NoMem)]
+                };
                 return Err(self.fail(Stage::EarlySection(idstr.to_string()), l));
             }
         }
@@ -405,7 +408,10 @@ impl<H: HostMemory> Destination<H> {
                         let mut l = std::mem::take(&mut self.lines);
                         l.push(placement_line(&info.name, err, zero, page));
                         // ram_load_postcopy fails the section; postcopy_pause_incoming pauses.
-                        l.extend(["error while loading state section id 1(ram)".to_string(), "Unable to shutdown socket: Bad file descriptor".into(), "Detected IO failure for postcopy. Migration paused.".into()]);
+                        if !self.vm.qemu.load_errors_as_one {
+                            l.push("error while loading state section id 1(ram)".into());
+                        }
+                        l.extend(["Unable to shutdown socket: Bad file descriptor".to_string(), "Detected IO failure for postcopy. Migration paused.".into()]);
                         return Err(Outcome::PostcopyFailed { stage: Stage::PostcopyPlacement, lines: l });
                     }
                 }
