@@ -62,9 +62,9 @@ impl Kind {
     }
     fn map(self, len: usize) -> Mapping {
         match self {
-            Kind::Anon => Mapping::new(Backing::PrivateAnonymous, len, 4096, "bench"),
-            Kind::Memfd => Mapping::new(Backing::Memfd { hugetlb: false }, len, 4096, "bench"),
-            Kind::Hugetlb => Mapping::new(Backing::Memfd { hugetlb: true }, len, 2 << 20, "bench"),
+            Kind::Anon => Mapping::new(Backing::PrivateAnonymous, len, 4096, "bench", false),
+            Kind::Memfd => Mapping::new(Backing::Memfd { hugetlb: false }, len, 4096, "bench", false),
+            Kind::Hugetlb => Mapping::new(Backing::Memfd { hugetlb: true }, len, 2 << 20, "bench", false),
         }
         .expect("map the bench region")
     }

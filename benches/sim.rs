@@ -45,7 +45,7 @@ fn setup(region: Bytes, runs: u64) -> (Vm, VmConfig) {
         qemu: vmemsim_model::QemuProfile::default(),
         machine: MachineType::parse("q35").expect("known"),
         devices: vec![DeviceConfig::vmem0(Gpa(1 << 40), region, region, true)],
-        backend: Backend { kind: BackendKind::MemfdHugetlb, page_size: Bytes::mib(2), capacity: Capacity::Unlimited },
+        memory: vmemsim_model::Memory::one_backend(Backend { kind: BackendKind::MemfdHugetlb, page_size: Bytes::mib(2), capacity: Capacity::Unlimited }, ["mem0".to_string()]),
         main_ram: Bytes::ZERO,
         extra_ram: Vec::new(),
         facts: HostFacts::default(),

@@ -140,10 +140,9 @@ enum Command {
     /// The destination process of `run --backend real` (internal).
     #[command(name = "__real-destination", hide = true)]
     RealDestination {
+        /// FS:QUOTA:PAGE:LIMIT, once per mount.
         #[arg(long)]
-        mount: Option<String>,
-        #[arg(long)]
-        quota: Option<u64>,
+        mount: Vec<String>,
         #[arg(long)]
         files: bool,
     },
@@ -167,18 +166,28 @@ fn describe(l: &Loaded, b: &Built) {
     if s.variant != Variant::Faithful {
         out!("variant: {}", s.variant);
     }
-    let side = |name: &str, qemu: &vmemsim_model::QemuProfile, machine: &str, backend: &vmemsim_model::Backend| {
-        let cap = match backend.capacity {
-            Capacity::Unlimited => "unlimited".to_string(),
-            Capacity::Limited(b) => b.to_string(),
-        };
-        out!("{name}: QEMU {}, machine {machine}, {} memory ({} pages), capacity {cap}", qemu.version, backend.kind.name(), backend.page_size);
+    let cap = |c: Capacity| match c {
+        Capacity::Unlimited => "unlimited".to_string(),
+        Capacity::Limited(b) => b.to_string(),
     };
-    side("source", &b.source_qemu, b.source.machine.name(), &b.source.backend);
+    let side = |name: &str, qemu: &vmemsim_model::QemuProfile, machine: &str, memory: &vmemsim_model::Memory| {
+        if let Some(backend) = memory.single_backend() {
+            out!("{name}: QEMU {}, machine {machine}, {} memory ({} pages), capacity {}", qemu.version, backend.kind.name(), backend.page_size, cap(backend.capacity));
+            return;
+        }
+        out!("{name}: QEMU {}, machine {machine}", qemu.version);
+        for m in &memory.memdevs {
+            let main = if memory.main.as_deref() == Some(m.id.as_str()) { ", main RAM" } else { "" };
+            let limits: Vec<String> = memory.draws(m).iter().flatten().map(|l| format!("{} ({})", memory.limits[l.0].kind.describe(), cap(memory.limits[l.0].capacity))).collect();
+            let limits = if limits.is_empty() { "no limit".to_string() } else { limits.join(", ") };
+            out!("  memdev {}{main}: {} memory ({} pages), drawing from {limits}", m.id, m.kind.name(), m.page_size);
+        }
+    };
+    side("source", &b.source_qemu, b.source.machine.name(), &b.source_memory);
     for d in &b.source.devices {
         out!("  {} at {}: {}", d.id(), d.pci(), d.summary());
     }
-    side("destination", &b.destination_qemu, b.destination.machine.name(), &b.destination.backend);
+    side("destination", &b.destination_qemu, b.destination.machine.name(), &b.destination.memory);
     match b.plan.mode {
         Mode::Precopy => out!("migration: precopy"),
         Mode::Postcopy { start: PostcopyStart::Share(p) } => out!("migration: postcopy, migrate-start-postcopy after {p}% of the pages"),
@@ -252,8 +261,16 @@ fn main() -> ExitCode {
         Command::Analyze { file, summary } => stream_cmd::analyze(&file, summary),
         Command::Preflight { file, backend, capacity, prealloc, machine, qemu } => stream_cmd::preflight(&file, &backend, &capacity, prealloc == "on", machine.as_deref(), qemu),
         Command::Encode { scenario, output } => stream_cmd::encode(&scenario, &output),
-        Command::RealDestination { mount, quota, files } => {
-            return ExitCode::from(vmemsim_sim::real::child::destination_main(vmemsim_sim::real::child::Setup { mount, quota, files }) as u8);
+        Command::RealDestination { mount, files } => {
+            use vmemsim_sim::real::child::{destination_main, Setup};
+            let mounts: Result<Vec<_>, String> = mount.iter().map(|m| Setup::parse_mount(m)).collect();
+            return match mounts {
+                Ok(mounts) => ExitCode::from(destination_main(Setup { mounts, files }) as u8),
+                Err(e) => {
+                    println!("error {e}");
+                    ExitCode::from(2)
+                }
+            };
         }
         Command::Guard { pid, start } => {
             return ExitCode::from(vmemsim_sim::real::guardian::guardian_main(vmemsim_sim::real::ledger::Owner { pid, start }) as u8);

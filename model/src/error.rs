@@ -12,6 +12,10 @@ pub enum ModelError {
     /// A device property or realize check failed; `message` is QEMU's error text.
     #[error("-device virtio-mem-pci,id={device}: {message}")]
     Realize { device: String, message: String },
+    /// A memory backend could not be created (`host_memory_backend_memory_complete`); `object`
+    /// is its `-object` option as QEMU echoes it.
+    #[error("-object {object}: {message}")]
+    Backend { object: String, message: String },
     /// Setting `requested-size` at run time failed (`virtio_mem_set_requested_size`).
     #[error("qom-set {device} requested-size: {message}")]
     RequestedSize { device: String, message: String },

@@ -114,17 +114,9 @@ pub trait HostMemory {
     }
 }
 
-/// Which memory a RAM block draws from.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
-pub enum Pool {
-    /// Ordinary guest RAM (`-m`): private anonymous memory without a limit.
-    Main,
-    /// The virtio-mem memdevs' backend, with its capacity (one mount's quota or pool).
-    Devices,
-}
-
 /// Creating the RAM blocks of a process: what a host needs besides the memory operations.
 pub trait HostSetup: HostMemory {
-    /// Registers (maps) a RAM block of `len` bytes on `backend`, drawing from `pool`.
-    fn add_ram_block(&mut self, name: &str, backend: crate::backend::Backend, len: Bytes, pool: Pool) -> RamBlockId;
+    /// Registers (maps) a RAM block of `len` bytes on the memory `mem` describes.
+    /// Fails as mmap does (ENOMEM when a reservation cannot be had).
+    fn add_ram_block(&mut self, name: &str, mem: &crate::memdev::BlockMemory, len: Bytes) -> Result<RamBlockId, HostError>;
 }

@@ -3,6 +3,7 @@
 
 use crate::backend::{Backend, BackendKind, Capacity, DiscardMethod};
 use crate::host::{Errno, HostError, HostMemory, PageKind, RamBlockId, Sigbus};
+use crate::memdev::LimitId;
 use crate::ranges::RangeSet;
 use crate::units::Bytes;
 
@@ -32,8 +33,15 @@ struct Block {
     kind: BackendKind,
     page_size: u64,
     len: u64,
-    pool: PoolId,
+    /// The pools each page is charged to: every entry must have room; within an entry, a
+    /// page takes from the first alternative with room (see `memdev::BlockMemory`).
+    draws: Vec<Vec<PoolId>>,
+    /// Bytes this block holds of each pool, to give back on discard.
+    charged: Vec<(PoolId, u64)>,
     populated: RangeSet,
+    /// Pages a hugetlb mapping without MAP_NORESERVE reserved at mmap and has not faulted in
+    /// yet: charged already (`hugetlb_reserve_pages`, mm/hugetlb.c).
+    reserved: RangeSet,
     discard: DiscardMethod,
 }
 
@@ -64,9 +72,18 @@ impl ModelMemory {
         PoolId(self.pools.len() - 1)
     }
 
-    /// Registers a RAM block of `len` bytes on `backend`, drawing from `pool`.
+    /// Registers a RAM block of `len` bytes on `backend`, drawing from `pool` alone.
     pub fn add_block(&mut self, name: &str, backend: Backend, len: Bytes, pool: PoolId) -> RamBlockId {
-        assert!(pool.0 < self.pools.len(), "unknown pool {pool:?}");
+        self.add_block_drawing(name, backend, len, vec![vec![pool]], false).expect("a block without a reservation always maps")
+    }
+
+    /// Registers a RAM block whose pages are charged to every entry of `draws`. With
+    /// `reserve` (a hugetlb mapping without MAP_NORESERVE) the whole block is reserved at
+    /// mmap: when its limits cannot hold it, mmap fails with ENOMEM and nothing is added.
+    pub fn add_block_drawing(&mut self, name: &str, backend: Backend, len: Bytes, draws: Vec<Vec<PoolId>>, reserve: bool) -> Result<RamBlockId, HostError> {
+        for p in draws.iter().flatten() {
+            assert!(p.0 < self.pools.len(), "unknown pool {p:?}");
+        }
         assert!(backend.page_size.0.is_power_of_two(), "page size must be a power of two");
         let discard = self
             .discard_override
@@ -76,11 +93,24 @@ impl ModelMemory {
             kind: backend.kind,
             page_size: backend.page_size.0,
             len: len.0,
-            pool,
+            draws,
+            charged: Vec::new(),
             populated: RangeSet::new(),
+            reserved: RangeSet::new(),
             discard,
         });
-        RamBlockId(self.blocks.len() - 1)
+        let id = RamBlockId(self.blocks.len() - 1);
+        if reserve {
+            let page = backend.page_size.0;
+            let whole = len.0.div_ceil(page) * page;
+            if self.room(id, page) < whole {
+                self.blocks.pop();
+                return Err(HostError { errno: Errno::NoMem, offset: Bytes::ZERO });
+            }
+            self.charge(id, whole, page);
+            self.blocks[id.0].reserved.insert(0, whole);
+        }
+        Ok(id)
     }
 
     pub fn block_name(&self, id: RamBlockId) -> &str {
@@ -138,20 +168,93 @@ impl ModelMemory {
     fn fill(&mut self, id: RamBlockId, start: u64, end: u64) -> Result<(), u64> {
         let gaps = self.blocks[id.0].populated.gaps(start, end);
         let page = self.blocks[id.0].page_size;
-        let pool = self.blocks[id.0].pool.0;
-        for (s, e) in gaps {
-            let free = self.pools[pool].free();
-            let want = e - s;
-            let take = if free >= want { want } else { free - free % page };
-            if take > 0 {
-                self.blocks[id.0].populated.insert(s, s + take);
-                self.pools[pool].used += take;
+        for (gs, ge) in gaps {
+            // In address order: reserved pages fault in without a new charge, the rest is
+            // charged as it comes.
+            let mut at = gs;
+            for (rs, re) in self.blocks[id.0].reserved.within(gs, ge) {
+                self.fill_charged(id, at, rs, page)?;
+                self.blocks[id.0].reserved.remove(rs, re);
+                self.blocks[id.0].populated.insert(rs, re);
+                at = re;
             }
-            if take < want {
-                return Err(s + take);
-            }
+            self.fill_charged(id, at, ge, page)?;
         }
         Ok(())
+    }
+
+    fn fill_charged(&mut self, id: RamBlockId, s: u64, e: u64, page: u64) -> Result<(), u64> {
+        if s >= e {
+            return Ok(());
+        }
+        let want = e - s;
+        let take = want.min(self.room(id, page));
+        if take > 0 {
+            self.blocks[id.0].populated.insert(s, s + take);
+            self.charge(id, take, page);
+        }
+        if take < want {
+            return Err(s + take);
+        }
+        Ok(())
+    }
+
+    /// Whole pages a block can still take: the least, over its draws, of what the draw's
+    /// alternatives have left together.
+    fn room(&self, id: RamBlockId, page: u64) -> u64 {
+        let free = |p: &PoolId| {
+            let f = self.pools[p.0].free();
+            f - f % page
+        };
+        self.blocks[id.0].draws.iter().map(|alts| alts.iter().map(free).fold(0u64, u64::saturating_add)).min().unwrap_or(u64::MAX)
+    }
+
+    /// Charges `bytes` (whole pages, within `room`) to every draw, first alternative first.
+    fn charge(&mut self, id: RamBlockId, bytes: u64, page: u64) {
+        let draws = self.blocks[id.0].draws.clone();
+        for alts in draws {
+            let mut left = bytes;
+            for p in alts {
+                let f = self.pools[p.0].free();
+                let t = left.min(f - f % page);
+                if t > 0 {
+                    self.pools[p.0].used += t;
+                    self.add_charged(id, p, t);
+                    left -= t;
+                }
+            }
+            assert_eq!(left, 0, "charged beyond the room of a draw");
+        }
+    }
+
+    fn add_charged(&mut self, id: RamBlockId, pool: PoolId, bytes: u64) {
+        let charged = &mut self.blocks[id.0].charged;
+        match charged.iter_mut().find(|(p, _)| *p == pool) {
+            Some((_, b)) => *b += bytes,
+            None => charged.push((pool, bytes)),
+        }
+    }
+
+    /// Gives `bytes` back to every draw, last alternative first (which node's page a discard
+    /// frees is not modelled: only how many).
+    fn release(&mut self, id: RamBlockId, bytes: u64) {
+        let draws = self.blocks[id.0].draws.clone();
+        for alts in draws {
+            let mut left = bytes;
+            for p in alts.iter().rev() {
+                let Some(held) = self.blocks[id.0].charged.iter_mut().find(|(q, _)| q == p) else { continue };
+                let t = left.min(held.1);
+                held.1 -= t;
+                self.pools[p.0].used -= t;
+                left -= t;
+            }
+        }
+    }
+
+    /// The pool behind a limit of `memdev::Memory` (`Vm::realize` adds one pool per limit, in
+    /// order).
+    pub fn pool_of(limit: LimitId) -> PoolId {
+        PoolId(limit.0)
     }
 }
 
@@ -165,9 +268,9 @@ impl HostMemory for ModelMemory {
         let (s, e) = self.span(block, offset, len);
         let b = &mut self.blocks[block.0];
         if b.discard.frees(b.kind) {
-            let freed = b.populated.remove(s, e);
-            let pool = b.pool.0;
-            self.pools[pool].used -= freed;
+            // A hole punched in hugetlbfs also drops the range's reservation (region_del).
+            let freed = b.populated.remove(s, e) + b.reserved.remove(s, e);
+            self.release(block, freed);
         }
         Ok(())
     }
@@ -212,8 +315,8 @@ impl HostMemory for ModelMemory {
     }
 
     fn left(&self, block: RamBlockId) -> Option<Bytes> {
-        let pool = &self.pools[self.blocks[block.0].pool.0];
-        pool.capacity.limit().map(|_| Bytes(pool.free()))
+        let left = self.room(block, 1);
+        (left != u64::MAX).then_some(Bytes(left))
     }
 }
 

@@ -1,11 +1,12 @@
 //! One QEMU process as the model sees it: machine type, virtio-mem devices, RAM blocks and
 //! the host memory behind them.
 
-use crate::backend::{Backend, BackendKind, Capacity};
+use crate::backend::{Backend, HOST_PAGE_SIZE};
 use crate::config::{DeviceConfig, HostFacts};
 use crate::device::VirtioMem;
 use crate::error::ModelError;
-use crate::host::{HostMemory, HostSetup, Pool, RamBlockId};
+use crate::host::{HostMemory, HostSetup, RamBlockId};
+use crate::memdev::{BlockMemory, LimitId, Memory};
 use crate::machine::MachineType;
 use crate::profile::QemuProfile;
 use crate::model_memory::{ModelMemory, PoolId};
@@ -23,10 +24,11 @@ pub struct VmConfig {
     pub qemu: QemuProfile,
     pub machine: MachineType,
     pub devices: Vec<DeviceConfig>,
-    /// The backend of every virtio-mem memdev; all memdevs draw from its one capacity (one
-    /// hugetlbfs mount or huge page pool, one tmpfs mount).
-    pub backend: Backend,
-    /// Ordinary guest RAM (`-m`), on private anonymous memory with no limit.
+    /// The memdevs (`-object memory-backend-*`), the host limits they draw from, and main
+    /// RAM's memdev if it has one.
+    pub memory: Memory,
+    /// Ordinary guest RAM (`-m`): on `memory.main`'s memdev, or private anonymous memory
+    /// with no limit.
     pub main_ram: Bytes,
     /// Other RAM blocks (ROMs, ACPI tables: `pc.bios`, `/rom@etc/acpi/tables`, ...), after
     /// `pc.ram`, on private anonymous memory.
@@ -43,6 +45,8 @@ pub struct RamBlockInfo {
     pub len: Bytes,
     /// The virtio-mem device whose memdev this is.
     pub device: Option<usize>,
+    /// Its kind of memory and page size.
+    pub backend: Backend,
 }
 
 /// A QEMU process: devices, RAM blocks, and the memory behind them.
@@ -54,17 +58,21 @@ pub struct Vm<H = ModelMemory> {
     pub devices: Vec<VirtioMem>,
     pub host: H,
     pub blocks: Vec<RamBlockInfo>,
-    pub backend: Backend,
     /// Lines realize printed (warnings).
     pub lines: Vec<String>,
     pub variant: Variant,
 }
 
-/// The pools a model VM draws from.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+/// The pools a model VM draws from: one per limit of its `Memory`, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Pools {
-    pub main: PoolId,
-    pub devices: PoolId,
+    pub limits: Vec<PoolId>,
+}
+
+impl Pools {
+    pub fn of(&self, limit: LimitId) -> PoolId {
+        self.limits[limit.0]
+    }
 }
 
 impl Vm<ModelMemory> {
@@ -74,14 +82,10 @@ impl Vm<ModelMemory> {
         if cfg.variant == Variant::DontneedOnShared {
             host.override_discard(crate::backend::DiscardMethod::Dontneed);
         }
-        // Both pools exist even without devices, so their ids are stable.
-        let pools = Pools { main: host.add_pool(Capacity::Unlimited), devices: host.add_pool(cfg.backend.capacity) };
-        let vm = Vm::realize_on(cfg, host, |host, name, backend, len, pool| {
-            let pool = match pool {
-                Pool::Main => pools.main,
-                Pool::Devices => pools.devices,
-            };
-            host.add_block(name, backend, len, pool)
+        let pools = Pools { limits: cfg.memory.limits.iter().map(|l| host.add_pool(l.capacity)).collect() };
+        let vm = Vm::realize_on(cfg, host, |host, name, mem, len| {
+            let draws = mem.draws.iter().map(|alts| alts.iter().map(|l| pools.of(*l)).collect()).collect();
+            host.add_block_drawing(name, mem.backend, len, draws, mem.reserve)
         })?;
         Ok((vm, pools))
     }
@@ -91,7 +95,7 @@ impl<H: HostSetup> Vm<H> {
     /// Creates the RAM blocks on any host (the model's or real memory) and realizes every
     /// device, in command-line order.
     pub fn realize_with(cfg: &VmConfig, host: H) -> Result<Vm<H>, ModelError> {
-        Vm::realize_on(cfg, host, |host, name, backend, len, pool| host.add_ram_block(name, backend, len, pool))
+        Vm::realize_on(cfg, host, |host, name, mem, len| host.add_ram_block(name, mem, len))
     }
 }
 
@@ -99,7 +103,7 @@ impl<H: HostMemory> Vm<H> {
     fn realize_on(
         cfg: &VmConfig,
         mut host: H,
-        mut add: impl FnMut(&mut H, &str, Backend, Bytes, Pool) -> RamBlockId,
+        mut add: impl FnMut(&mut H, &str, &BlockMemory, Bytes) -> Result<RamBlockId, crate::host::HostError>,
     ) -> Result<Vm<H>, ModelError> {
         // `select_machine` (system/vl.c): a machine type this QEMU does not offer starts nothing.
         if !cfg.qemu.offers(&cfg.machine) {
@@ -111,18 +115,34 @@ impl<H: HostMemory> Vm<H> {
         let base = crate::memory_device::device_memory_base(cfg.main_ram);
         let mut placed = crate::memory_device::Placed::new(base, crate::memory_device::device_memory_size(&cfg.devices));
         let mut realized = Vec::with_capacity(cfg.devices.len());
-        for d in &cfg.devices {
+        for (i, d) in cfg.devices.iter().enumerate() {
+            // virtio_mem_device_realize: host_memory_backend_is_mapped.
+            if cfg.memory.main.as_deref() == Some(d.memdev.as_str()) || cfg.devices[..i].iter().any(|o| o.memdev == d.memdev) {
+                return Err(ModelError::Realize { device: d.id.clone(), message: format!("'memdev' property specifies a busy memdev: {}", d.memdev) });
+            }
             placed.place(d).map_err(|message| ModelError::Realize { device: d.id.clone(), message })?;
-            realized.push(d.realize(&cfg.machine, &cfg.backend, &cfg.facts)?);
+            let memdev = cfg.memory.memdev(&d.memdev).ok_or_else(|| ModelError::Realize {
+                device: d.id.clone(),
+                message: format!("Property 'virtio-mem-pci.memdev' can't find value '{}'", d.memdev),
+            })?;
+            realized.push(d.realize(&cfg.machine, &memdev.backend(), &cfg.facts)?);
         }
         let mut blocks = Vec::new();
         if !cfg.main_ram.is_zero() {
-            let id = add(&mut host, MAIN_RAM, Backend::unlimited(BackendKind::PrivateAnonymous), cfg.main_ram, Pool::Main);
-            blocks.push(RamBlockInfo { name: MAIN_RAM.into(), id, len: cfg.main_ram, device: None });
+            // `-machine memory-backend=<id>`: the block is the backend's, registered under the
+            // backend's id (`vmstate_register_ram_global`); libvirt names it `pc.ram`.
+            let main = cfg.memory.main.as_deref().and_then(|id| cfg.memory.memdev(id));
+            let (name, mem) = match main {
+                Some(m) => (m.id.clone(), cfg.memory.block_memory(m)),
+                None => (MAIN_RAM.to_string(), BlockMemory::main_ram()),
+            };
+            let id = add(&mut host, &name, &mem, cfg.main_ram).map_err(|e| map_failed(main.map_or("", |m| m.object.as_str()), e))?;
+            blocks.push(RamBlockInfo { name, id, len: cfg.main_ram, device: None, backend: mem.backend });
         }
         for (name, len) in &cfg.extra_ram {
-            let id = add(&mut host, name, Backend::unlimited(BackendKind::PrivateAnonymous), *len, Pool::Main);
-            blocks.push(RamBlockInfo { name: name.clone(), id, len: *len, device: None });
+            let mem = BlockMemory::main_ram();
+            let id = add(&mut host, name, &mem, *len).expect("memory without a reservation always maps");
+            blocks.push(RamBlockInfo { name: name.clone(), id, len: *len, device: None, backend: mem.backend });
         }
         let mut devices = Vec::new();
         let mut lines = Vec::new();
@@ -133,12 +153,19 @@ impl<H: HostMemory> Vm<H> {
         for (i, (d, realized)) in cfg.devices.iter().zip(realized).enumerate() {
             lines.extend(realized.warnings.iter().cloned());
             let name = d.ram_block_name();
-            let id = add(&mut host, &name, cfg.backend, d.region_size, Pool::Devices);
-            blocks.push(RamBlockInfo { name, id, len: d.region_size, device: Some(i) });
+            let memdev = cfg.memory.memdev(&d.memdev).expect("checked before any block was added");
+            let mem = cfg.memory.block_memory(memdev);
+            let id = add(&mut host, &name, &mem, d.region_size).map_err(|e| map_failed(&memdev.object, e))?;
+            blocks.push(RamBlockInfo { name, id, len: d.region_size, device: Some(i), backend: mem.backend });
             devices.push(VirtioMem::new(realized, id, cfg.variant));
         }
-        Ok(Vm { qemu: cfg.qemu, machine: cfg.machine.clone(), devices, host, blocks, backend: cfg.backend, lines, variant: cfg.variant })
+        Ok(Vm { qemu: cfg.qemu, machine: cfg.machine.clone(), devices, host, blocks, lines, variant: cfg.variant })
     }
+}
+
+/// `qemu_ram_alloc_from_fd` / `qemu_anon_ram_alloc` when mmap fails: QEMU refuses to start.
+fn map_failed(object: &str, e: crate::host::HostError) -> ModelError {
+    ModelError::Backend { object: object.to_string(), message: format!("unable to map backing store for guest RAM: {}", e.errno) }
 }
 
 impl<H: HostMemory> Vm<H> {
@@ -188,12 +215,9 @@ impl<H: HostMemory> Vm<H> {
         self.guest_plug(dev, first, want, busy)
     }
 
-    /// The page size of a RAM block: the backend's for virtio-mem memdevs, 4 KiB for main RAM.
+    /// The page size of a RAM block: its backend's.
     pub fn host_page_size(&self, id: RamBlockId) -> Bytes {
-        match self.blocks.iter().find(|b| b.id == id).and_then(|b| b.device) {
-            Some(_) => self.backend.page_size,
-            None => crate::backend::HOST_PAGE_SIZE,
-        }
+        self.blocks.iter().find(|b| b.id == id).map_or(HOST_PAGE_SIZE, |b| b.backend.page_size)
     }
 
     /// The RAM block info of device `dev`'s memdev.

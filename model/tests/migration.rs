@@ -44,7 +44,7 @@ fn config(s: &Setup, capacity: Capacity) -> VmConfig {
         qemu: vmemsim_model::QemuProfile::default(),
         machine: MachineType::parse(s.machine).unwrap(),
         devices: vec![device(s.region, s.plugged, s.prealloc)],
-        backend: Backend { kind: s.kind, page_size: s.kind.default_page_size(), capacity },
+        memory: vmemsim_model::Memory::one_backend(Backend { kind: s.kind, page_size: s.kind.default_page_size(), capacity }, ["mem0".to_string()]),
         main_ram: Bytes::mib(512),
         extra_ram: Vec::new(),
         facts: HostFacts::default(),
@@ -236,7 +236,7 @@ fn a_drained_pool_after_the_early_discard_fails_postcopy_placement() {
     let mut outcome = None;
     for item in source::stream(&src, &postcopy(0)) {
         if item == Item::Listen {
-            dest.vm_mut().host.drain_pool(pools.devices, Bytes::mib(100));
+            dest.vm_mut().host.drain_pool(pools.of(vmemsim_model::LimitId(0)), Bytes::mib(100));
         }
         if let Err(o) = dest.apply(&item) {
             outcome = Some(o);

@@ -16,7 +16,7 @@ fn vm_with(kind: BackendKind, capacity: Capacity, requested: Bytes, prealloc: bo
         qemu: vmemsim_model::QemuProfile::default(),
         machine: MachineType::parse("q35").unwrap(),
         devices: vec![DeviceConfig::vmem0(Gpa(ADDR), Bytes::gib(1), requested, prealloc)],
-        backend: Backend { kind, page_size: kind.default_page_size(), capacity },
+        memory: vmemsim_model::Memory::one_backend(Backend { kind, page_size: kind.default_page_size(), capacity }, ["mem0".to_string()]),
         main_ram: Bytes::ZERO,
         extra_ram: Vec::new(),
         facts: HostFacts::default(),

@@ -127,7 +127,7 @@ fn vm(plugs: &[(u64, u64)], machine: &str) -> Vm {
         qemu: vmemsim_model::QemuProfile::default(),
         machine: MachineType::parse(machine).unwrap(),
         devices: vec![DeviceConfig::vmem0(Gpa(0x1_4000_0000), Bytes::mib(512), Bytes::mib(512), true)],
-        backend: Backend::unlimited(BackendKind::Memfd),
+        memory: vmemsim_model::Memory::one_backend(Backend::unlimited(BackendKind::Memfd), ["mem0".to_string()]),
         main_ram: Bytes::mib(8),
         extra_ram: Vec::new(),
         facts: HostFacts::default(),

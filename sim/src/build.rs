@@ -3,13 +3,14 @@
 
 use vmemsim_model::config::HostFacts;
 use vmemsim_model::{
-    QemuProfile, PostcopyStart, Backend, BlockCount, BlockIndex, Bytes, Capacity, DeviceConfig, GuestRange, MachineType, Mode, Plan, Request, Response,
+    QemuProfile, PostcopyStart, Memory, BlockCount, BlockIndex, Bytes, DeviceConfig, GuestRange, MachineType, Mode, Plan, Request, Response,
     Vm, VmConfig,
 };
 
 use crate::error::SimError;
 use crate::load::Loaded;
-use crate::scenario::{BackendSpec, CapacitySpec, DeviceSpec, DrainPoint, ModeSpec, OpSpec, StartSpec};
+use crate::build_memory::{one_backend, per_memdev};
+use crate::scenario::{DeviceSpec, DrainPoint, MemoryView, ModeSpec, OpSpec, StartSpec};
 
 /// Everything the engine needs to run a scenario.
 #[derive(Clone, Debug)]
@@ -18,6 +19,8 @@ pub struct Built {
     pub source_qemu: QemuProfile,
     pub destination_qemu: QemuProfile,
     pub source: Vm,
+    /// The source's memdevs and limits (its `VmConfig`'s, kept for the trace and reports).
+    pub source_memory: Memory,
     pub destination: VmConfig,
     pub plan: Plan,
     /// Free page hints, kept for the destination's explanation of a run-time fault.
@@ -39,17 +42,6 @@ pub struct Built {
     pub seed: u64,
 }
 
-fn backend(spec: &BackendSpec) -> Backend {
-    Backend {
-        kind: spec.kind,
-        page_size: spec.page_size.unwrap_or_else(|| spec.kind.default_page_size()),
-        capacity: match spec.capacity {
-            CapacitySpec::Unlimited => Capacity::Unlimited,
-            CapacitySpec::Limited(b) => Capacity::Limited(b),
-        },
-    }
-}
-
 fn device_config(d: &DeviceSpec, index: usize) -> DeviceConfig {
     DeviceConfig {
         id: d.id.clone(),
@@ -64,6 +56,74 @@ fn device_config(d: &DeviceSpec, index: usize) -> DeviceConfig {
         requested_size: d.requested,
         memdev_prealloc: d.memdev_prealloc,
     }
+}
+
+/// Both sides' memory: the older one-backend form, or memdevs and host limits (the
+/// destination's lists default to the source's, list by list).
+fn memories(l: &Loaded) -> Result<(Memory, Memory), SimError> {
+    let s = &l.scenario;
+    let memdev_ids = |dest: bool| -> Vec<String> {
+        s.devices
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                let c = device_config(d.get_ref(), i);
+                if dest { d.get_ref().destination.memdev.clone().unwrap_or(c.memdev) } else { c.memdev }
+            })
+            .collect()
+    };
+    let size = |dest: bool| {
+        move |id: &str| -> Option<Bytes> {
+            let main = if dest { s.destination.main_memdev.as_ref().or(s.source.main_memdev.as_ref()) } else { s.source.main_memdev.as_ref() };
+            if main.is_some_and(|m| m.get_ref() == id) {
+                return Some(if dest { s.destination.main_ram.unwrap_or(s.source.main_ram) } else { s.source.main_ram });
+            }
+            s.devices.iter().enumerate().find_map(|(i, d)| {
+                let c = device_config(d.get_ref(), i);
+                let o = &d.get_ref().destination;
+                let memdev = if dest { o.memdev.clone().unwrap_or(c.memdev) } else { c.memdev };
+                let region = if dest { o.region.unwrap_or(c.region_size) } else { c.region_size };
+                (memdev == id).then_some(region)
+            })
+        }
+    };
+    let src_view = s.source.memory();
+    let source = match (&s.source.backend, src_view.is_empty()) {
+        (Some(b), false) => return Err(l.invalid(b.span().start, "source.backend", "write backend (one for every device) or [[source.memdev]], not both")),
+        (Some(b), true) => Memory::one_backend(one_backend(l, b, "source.backend")?, memdev_ids(false)),
+        (None, _) if src_view.memdevs.is_empty() => {
+            return Err(l.invalid(0, "source.backend", "the source needs a backend, or its memdevs as [[source.memdev]]"));
+        }
+        (None, _) => per_memdev(l, src_view, "source", &size(false))?,
+    };
+    let dv = s.destination.memory();
+    let destination = match &s.destination.backend {
+        Some(b) if !dv.is_empty() => return Err(l.invalid(b.span().start, "destination.backend", "write backend or the per-memdev lists, not both")),
+        Some(b) => Memory::one_backend(one_backend(l, b, "destination.backend")?, memdev_ids(true)),
+        None => {
+            let merged = MemoryView {
+                main_memdev: dv.main_memdev.or(src_view.main_memdev),
+                memdevs: if dv.memdevs.is_empty() { src_view.memdevs } else { dv.memdevs },
+                mounts: if dv.mounts.is_empty() { src_view.mounts } else { dv.mounts },
+                hugepages: if dv.hugepages.is_empty() { src_view.hugepages } else { dv.hugepages },
+                cgroup_hugetlb: if dv.cgroup_hugetlb.is_empty() { src_view.cgroup_hugetlb } else { dv.cgroup_hugetlb },
+            };
+            if merged.memdevs.is_empty() {
+                return Err(l.invalid(0, "destination.backend", "the destination needs a backend (the source has one), or [[destination.memdev]]"));
+            }
+            per_memdev(l, merged, "destination", &size(true))?
+        }
+    };
+    for (mem, side, dest) in [(&source, "source", false), (&destination, "destination", true)] {
+        for (d, id) in s.devices.iter().zip(memdev_ids(dest)) {
+            if mem.memdev(&id).is_none() {
+                let have: Vec<&str> = mem.memdevs.iter().map(|m| m.id.as_str()).collect();
+                let field = if dest && d.get_ref().destination.memdev.is_some() { "device.destination.memdev" } else { "device.memdev" };
+                return Err(l.invalid(d.span().start, field, format!("the {side} has no memdev '{id}' (its memdevs: {})", have.join(", "))));
+            }
+        }
+    }
+    Ok((source, destination))
 }
 
 /// The source's machine type: one its QEMU offers.
@@ -124,20 +184,7 @@ pub fn build(l: &Loaded) -> Result<Built, SimError> {
         Some(m) => destination_machine(l, m, &destination_qemu)?,
         None => src_machine.clone(),
     };
-    let src_backend = backend(s.source.backend.get_ref());
-    let dst_backend = backend(s.destination.backend.get_ref());
-    for (b, spec, field) in [(src_backend, &s.source.backend, "source.backend"), (dst_backend, &s.destination.backend, "destination.backend")] {
-        if !b.page_size.is_power_of_two() || b.page_size < Bytes(4096) {
-            return Err(l.invalid(spec.span().start, &format!("{field}.page_size"), "the page size must be a power of two of at least 4K"));
-        }
-        if b.kind.is_hugetlb() != (b.page_size > Bytes(4096)) {
-            return Err(l.invalid(
-                spec.span().start,
-                &format!("{field}.page_size"),
-                format!("{} memory has {} pages", b.kind.name(), if b.kind.is_hugetlb() { "huge (2M or 1G)" } else { "4K" }),
-            ));
-        }
-    }
+    let (src_memory, dst_memory) = memories(l)?;
     let bandwidth = s.migration.bandwidth.map_or(DEFAULT_BANDWIDTH, |b| b.0);
     let mode = match s.migration.mode {
         ModeSpec::Precopy => {
@@ -163,7 +210,7 @@ pub fn build(l: &Loaded) -> Result<Built, SimError> {
         qemu: source_qemu,
         machine: src_machine,
         devices: s.devices.iter().enumerate().map(|(i, d)| device_config(d.get_ref(), i)).collect(),
-        backend: src_backend,
+        memory: src_memory,
         main_ram: s.source.main_ram,
         extra_ram: Vec::new(),
         facts: HostFacts { numa_nodes: s.source.numa_nodes, ..HostFacts::default() },
@@ -181,6 +228,8 @@ pub fn build(l: &Loaded) -> Result<Built, SimError> {
                 let o = &d.destination;
                 let mut c = device_config(d, i);
                 c.memaddr = o.memaddr.unwrap_or(c.memaddr);
+                c.requested_size = o.requested.unwrap_or(c.requested_size);
+                c.memdev = o.memdev.clone().unwrap_or(c.memdev);
                 c.region_size = o.region.unwrap_or(c.region_size);
                 c.block_size = o.block_size.or(c.block_size);
                 c.node = o.node.unwrap_or(c.node);
@@ -190,18 +239,19 @@ pub fn build(l: &Loaded) -> Result<Built, SimError> {
                 c
             })
             .collect(),
-        backend: dst_backend,
+        memory: dst_memory,
         main_ram: s.destination.main_ram.unwrap_or(s.source.main_ram),
         extra_ram: Vec::new(),
         facts: HostFacts { numa_nodes: s.destination.numa_nodes.unwrap_or(s.source.numa_nodes), ..HostFacts::default() },
         variant: s.variant,
     };
-    if matches!(mode, Mode::Postcopy { .. }) && !dst_backend.kind.supports_postcopy() {
-        return Err(l.invalid(
-            s.destination.backend.span().start,
-            "destination.backend.kind",
-            vmemsim_model::ModelError::PostcopyUnsupported { backend: dst_backend.kind.name() }.to_string(),
-        ));
+    if matches!(mode, Mode::Postcopy { .. }) {
+        for d in &dst_cfg.devices {
+            if let Some(m) = dst_cfg.memory.memdev(&d.memdev).filter(|m| !m.kind.supports_postcopy()) {
+                let at = s.destination.backend.as_ref().map_or(0, |b| b.span().start);
+                return Err(l.invalid(at, "destination.backend.kind", vmemsim_model::ModelError::PostcopyUnsupported { backend: m.kind.name() }.to_string()));
+            }
+        }
     }
     let (mut source, _pools) = Vm::realize(&src_cfg).map_err(|e| match &e {
         vmemsim_model::ModelError::Realize { device, .. } => {
@@ -281,6 +331,7 @@ pub fn build(l: &Loaded) -> Result<Built, SimError> {
         source_qemu,
         destination_qemu,
         source,
+        source_memory: src_cfg.memory.clone(),
         destination: dst_cfg,
         plan,
         hints,

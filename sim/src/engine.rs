@@ -200,10 +200,21 @@ impl<'a> Run<'a> {
 
 fn drain(run: &mut Run, dest: &mut Destination<ModelMemory>, at: DrainPoint) {
     let drains: Vec<Bytes> = run.b.drains.iter().filter(|(p, _)| *p == at).map(|(_, b)| *b).collect();
+    // The competitor takes from the first limit the first device's memdev draws from: the
+    // older form's one capacity, or (per memdev) its mount, cgroup or huge page pool.
+    let memory = &run.b.destination.memory;
+    let target = run.b.destination.devices.first().and_then(|d| memory.first_limit_of(&d.memdev));
     for bytes in drains {
-        // The destination's device pool is the second pool of `Vm::realize` (see vm.rs).
-        let took = dest.vm_mut().host.drain_pool(vmemsim_model::model_memory::PoolId(1), bytes);
-        run.log("competitor", format!("takes {took} from the destination's pool at {at:?}"));
+        let Some(limit) = target else {
+            run.log("competitor", format!("finds no limit to take {bytes} from at {at:?}"));
+            continue;
+        };
+        let took = dest.vm_mut().host.drain_pool(vmemsim_model::ModelMemory::pool_of(limit), bytes);
+        let what = match &memory.limits[limit.0].kind {
+            vmemsim_model::LimitKind::OneBackend => "the destination's pool".to_string(),
+            other => other.describe(),
+        };
+        run.log("competitor", format!("takes {took} from {what} at {at:?}"));
     }
 }
 
@@ -311,22 +322,35 @@ pub fn simulate(b: &Built) -> Sim {
 
 fn setup_lines(run: &mut Run) {
     let b = run.b;
-    let side = |name: &str, qemu: &vmemsim_model::QemuProfile, machine: &str, backend: &vmemsim_model::Backend| {
-        format!(
-            "{name} qemu={} machine={machine} backend={} page={} capacity={} variant={}",
-            qemu.version,
-            backend.kind.name(),
-            backend.page_size,
-            backend.capacity.limit().map_or("unlimited".to_string(), |c| format!("{:#x}", c.0)),
-            b.destination.variant
-        )
+    let variant = b.destination.variant;
+    let side = |name: &str, qemu: &vmemsim_model::QemuProfile, machine: &str, memory: &vmemsim_model::Memory| -> Vec<String> {
+        let cap = |c: vmemsim_model::Capacity| c.limit().map_or("unlimited".to_string(), |c| format!("{:#x}", c.0));
+        if let Some(backend) = memory.single_backend() {
+            return vec![format!(
+                "{name} qemu={} machine={machine} backend={} page={} capacity={} variant={variant}",
+                qemu.version,
+                backend.kind.name(),
+                backend.page_size,
+                cap(backend.capacity),
+            )];
+        }
+        let mut lines = vec![format!("{name} qemu={} machine={machine} variant={variant}", qemu.version)];
+        for l in &memory.limits {
+            lines.push(format!("{name} limit: {} capacity={}", l.kind.describe(), cap(l.capacity)));
+        }
+        for m in &memory.memdevs {
+            let main = if memory.main.as_deref() == Some(m.id.as_str()) { " (main RAM)" } else { "" };
+            let nodes = if m.host_nodes.is_empty() { String::new() } else { format!(" bound to nodes {:?}", m.host_nodes) };
+            lines.push(format!("{name} memdev {}{main}: {} page={}{nodes}", m.id, m.kind.name(), m.page_size));
+        }
+        lines
     };
-    let mut lines = vec![side("source", &b.source_qemu, b.source.machine.name(), &b.source.backend)];
+    let mut lines = side("source", &b.source_qemu, b.source.machine.name(), &b.source_memory);
     for d in &b.source.devices {
         lines.push(format!("source {} ({}): {}", d.id(), d.pci(), d.summary()));
     }
     let dst = &b.destination;
-    lines.push(side("destination", &dst.qemu, dst.machine.name(), &dst.backend));
+    lines.extend(side("destination", &dst.qemu, dst.machine.name(), &dst.memory));
     for d in &dst.devices {
         lines.push(format!(
             "destination {} ({}): memaddr {} region {} block {} node {} prealloc={} x-early-migration={}",

@@ -2,6 +2,7 @@
 #![deny(unsafe_code)]
 
 pub mod build;
+pub mod build_memory;
 pub mod campaign;
 pub mod conformance;
 pub mod engine;

@@ -46,8 +46,10 @@ pub fn predict(b: &Built) -> Option<OutcomeClass> {
             return None;
         }
     }
-    let Some(cap) = dst.backend.capacity.limit() else { return Some(OutcomeClass::Completed) };
-    let page = dst.backend.page_size.0.max(TARGET_PAGE_SIZE.0);
+    // The reference table knows one backend shared by every device.
+    let backend = dst.memory.single_backend()?;
+    let Some(cap) = backend.capacity.limit() else { return Some(OutcomeClass::Completed) };
+    let page = backend.page_size.0.max(TARGET_PAGE_SIZE.0);
     let plugged_total: u64 = src.devices.iter().map(|d| d.size().0).sum();
     if early == Some(true) && prealloc == Some(true) {
         return Some(if cap.0 < plugged_total { OutcomeClass::Failed } else { OutcomeClass::Completed });
@@ -57,7 +59,7 @@ pub fn predict(b: &Built) -> Option<OutcomeClass> {
     let (mut sent, mut touched) = (0u64, 0u64);
     for (i, d) in src.devices.iter().enumerate() {
         let mut load = RangeSet::new();
-        if dst.backend.kind.read_allocates() {
+        if backend.kind.read_allocates() {
             for r in d.plugged_runs() {
                 let (o, l) = d.run_bytes(r);
                 load.insert(o.0, o.0 + l.0);
@@ -88,7 +90,7 @@ pub fn predict(b: &Built) -> Option<OutcomeClass> {
 /// The destination's devices as realize resolves them (defaults filled in), without building
 /// the VM: `None` when QEMU would refuse one.
 fn realized(cfg: &VmConfig) -> Option<Vec<Realized>> {
-    cfg.devices.iter().map(|d| d.realize(&cfg.machine, &cfg.backend, &cfg.facts).ok()).collect()
+    cfg.devices.iter().map(|d| d.realize(&cfg.machine, &cfg.memory.memdev(&d.memdev)?.backend(), &cfg.facts).ok()).collect()
 }
 
 /// True when the destination preallocates on a new machine by its configuration (not by the

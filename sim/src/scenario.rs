@@ -53,14 +53,176 @@ pub struct SideSpec {
     pub qemu: Option<QemuVersion>,
     /// Machine type, e.g. `q35`, `pc-q35-7.1`; the aliases name the QEMU release's own.
     pub machine: Spanned<String>,
-    /// Ordinary RAM (`-m`), private anonymous.
+    /// Ordinary RAM (`-m`): private anonymous, or on `main_memdev`.
     #[serde(default)]
     pub main_ram: Bytes,
-    /// The backend of the virtio-mem memdevs.
-    pub backend: Spanned<BackendSpec>,
+    /// The one backend of every virtio-mem memdev (the older form; or `[[source.memdev]]`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend: Option<Spanned<BackendSpec>>,
     /// NUMA nodes configured with `-numa` (0: none).
     #[serde(default, skip_serializing_if = "is_default")]
     pub numa_nodes: u32,
+    /// `-machine memory-backend=<id>`: main RAM on one of the memdevs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub main_memdev: Option<Spanned<String>>,
+    /// `-object memory-backend-*`, one per memdev.
+    #[serde(rename = "memdev", default, skip_serializing_if = "Vec::is_empty")]
+    pub memdevs: Vec<Spanned<MemdevSpec>>,
+    /// Mounts the memdevs' files live on, with their `size=` quotas.
+    #[serde(rename = "mount", default, skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<Spanned<MountSpec>>,
+    /// Free huge pages per page size (and per NUMA node).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hugepages: Vec<Spanned<HugePagesSpec>>,
+    /// The cgroup's hugetlb limits, per page size.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cgroup_hugetlb: Vec<Spanned<CgroupHugetlbSpec>>,
+}
+
+/// The per-memdev form of a side's memory, as either side writes it.
+#[derive(Copy, Clone, Debug)]
+pub struct MemoryView<'a> {
+    pub main_memdev: Option<&'a Spanned<String>>,
+    pub memdevs: &'a [Spanned<MemdevSpec>],
+    pub mounts: &'a [Spanned<MountSpec>],
+    pub hugepages: &'a [Spanned<HugePagesSpec>],
+    pub cgroup_hugetlb: &'a [Spanned<CgroupHugetlbSpec>],
+}
+
+macro_rules! memory_view {
+    ($t:ty) => {
+        impl $t {
+            /// The per-memdev fields of this side.
+            pub fn memory(&self) -> MemoryView<'_> {
+                MemoryView {
+                    main_memdev: self.main_memdev.as_ref(),
+                    memdevs: &self.memdevs,
+                    mounts: &self.mounts,
+                    hugepages: &self.hugepages,
+                    cgroup_hugetlb: &self.cgroup_hugetlb,
+                }
+            }
+        }
+    };
+}
+memory_view!(SideSpec);
+memory_view!(DestinationSpec);
+
+impl MemoryView<'_> {
+    pub fn is_empty(&self) -> bool {
+        self.main_memdev.is_none() && self.memdevs.is_empty() && self.mounts.is_empty() && self.hugepages.is_empty() && self.cgroup_hugetlb.is_empty()
+    }
+}
+
+/// QEMU's memory backend object types.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+pub enum BackendType {
+    #[serde(rename = "memory-backend-ram")]
+    Ram,
+    #[serde(rename = "memory-backend-memfd")]
+    Memfd,
+    #[serde(rename = "memory-backend-file")]
+    File,
+}
+
+impl BackendType {
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendType::Ram => "memory-backend-ram",
+            BackendType::Memfd => "memory-backend-memfd",
+            BackendType::File => "memory-backend-file",
+        }
+    }
+}
+
+/// One `-object memory-backend-*,id=...`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemdevSpec {
+    pub id: String,
+    /// The object type: `memory-backend-ram`, `-memfd` or `-file`.
+    #[serde(rename = "type")]
+    pub backend: BackendType,
+    /// `mem-path` of a file backend: a file (or directory) under one of the side's mounts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mem_path: Option<String>,
+    /// `share`; default QEMU's (off for ram and file, on for memfd).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub share: Option<bool>,
+    /// `hugetlb` of a memfd backend.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub hugetlb: bool,
+    /// `hugetlbsize` of a memfd backend (default 2M).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hugetlbsize: Option<Bytes>,
+    /// `reserve`; default on (QEMU's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reserve: Option<bool>,
+    /// The backend's own `prealloc` (virtio-mem refuses it; the device's `prealloc` is the one).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub prealloc: bool,
+    /// `host-nodes` (with `policy`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub host_nodes: Vec<u32>,
+    /// `policy`: default, preferred, bind or interleave.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PolicySpec>,
+    /// The `-object` option as the command line writes it (QEMU echoes it in errors);
+    /// default: composed from the fields above.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub object: Option<String>,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PolicySpec {
+    Default,
+    Preferred,
+    Bind,
+    Interleave,
+}
+
+/// A mount on the host.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MountSpec {
+    pub path: String,
+    pub fs: MountFsSpec,
+    /// hugetlbfs `pagesize=` (default 2M).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub page_size: Option<Bytes>,
+    /// What the `size=` quota has left for the VM ("unlimited" or absent: no quota).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub size: CapacitySpec,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MountFsSpec {
+    Hugetlbfs,
+    Tmpfs,
+    /// A disk file system.
+    Disk,
+}
+
+/// Free huge pages of one size, system-wide or on one node.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HugePagesSpec {
+    pub page_size: Bytes,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<u32>,
+    /// Bytes of free huge pages.
+    pub free: Bytes,
+}
+
+/// A cgroup's `hugetlb.<size>.max`, less what the cgroup already uses.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CgroupHugetlbSpec {
+    pub page_size: Bytes,
+    /// What the limit has left.
+    pub left: Bytes,
 }
 
 /// The destination: like a side, and every field may default to the source's.
@@ -76,7 +238,25 @@ pub struct DestinationSpec {
     pub machine: Option<Spanned<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub main_ram: Option<Bytes>,
-    pub backend: Spanned<BackendSpec>,
+    /// The older form's one backend; or the per-memdev form (each list absent there is the
+    /// source's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend: Option<Spanned<BackendSpec>>,
+    /// `-machine memory-backend=<id>`: main RAM on one of the memdevs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub main_memdev: Option<Spanned<String>>,
+    /// `-object memory-backend-*`, one per memdev.
+    #[serde(rename = "memdev", default, skip_serializing_if = "Vec::is_empty")]
+    pub memdevs: Vec<Spanned<MemdevSpec>>,
+    /// Mounts the memdevs' files live on, with their `size=` quotas.
+    #[serde(rename = "mount", default, skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<Spanned<MountSpec>>,
+    /// Free huge pages per page size (and per NUMA node).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hugepages: Vec<Spanned<HugePagesSpec>>,
+    /// The cgroup's hugetlb limits, per page size.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cgroup_hugetlb: Vec<Spanned<CgroupHugetlbSpec>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub numa_nodes: Option<u32>,
     /// Overrides every device's `prealloc` on the destination.
@@ -183,6 +363,12 @@ pub struct DeviceSpec {
 pub struct DeviceOverrides {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub memaddr: Option<Gpa>,
+    /// `requested-size` on the destination's command line (the stream's value replaces it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requested: Option<Bytes>,
+    /// The destination's `memdev` for this device.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memdev: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub region: Option<Bytes>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -89,10 +89,12 @@ fn candidates(s: &Scenario) -> Vec<Scenario> {
         let mut c = s.clone();
         f(&mut c);
         let freed = before.saturating_sub(plugged_bytes(&c));
-        if let CapacitySpec::Limited(cap) = c.destination.backend.get_ref().capacity {
+        if let Some(CapacitySpec::Limited(cap)) = c.destination.backend.as_ref().map(|b| b.get_ref().capacity.clone()) {
             if freed > 0 {
                 let mut tight = c.clone();
-                tight.destination.backend.get_mut().capacity = CapacitySpec::Limited(Bytes(cap.0.saturating_sub(freed)));
+                if let Some(b) = tight.destination.backend.as_mut() {
+                    b.get_mut().capacity = CapacitySpec::Limited(Bytes(cap.0.saturating_sub(freed)));
+                }
                 out.push(tight);
             }
         }
@@ -211,8 +213,12 @@ fn candidates(s: &Scenario) -> Vec<Scenario> {
         }
     }
     // A simpler destination.
-    if s.destination.backend.get_ref().capacity != CapacitySpec::Unlimited {
-        push(&|c| c.destination.backend.get_mut().capacity = CapacitySpec::Unlimited);
+    if s.destination.backend.as_ref().is_some_and(|b| b.get_ref().capacity != CapacitySpec::Unlimited) {
+        push(&|c| {
+            if let Some(b) = c.destination.backend.as_mut() {
+                b.get_mut().capacity = CapacitySpec::Unlimited;
+            }
+        });
     }
     out
 }

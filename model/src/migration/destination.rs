@@ -208,12 +208,9 @@ impl<H: HostMemory> Destination<H> {
         if self.postcopy != PostcopyState::None {
             return Err(self.state_error(Stage::Advise, "CMD_POSTCOPY_ADVISE"));
         }
-        if !self.vm.backend.kind.supports_postcopy() {
+        if let Some(b) = self.vm.blocks.iter().find(|b| !b.backend.kind.supports_postcopy()) {
             // postcopy_ram_supported_by_host; the exact text is not in the reference [INF].
-            let l = vec![
-                format!("Postcopy is not supported on {} memory", self.vm.backend.kind.name()),
-                load_failed(Errno::Inval),
-            ];
+            let l = vec![format!("Postcopy is not supported on {} memory", b.backend.kind.name()), load_failed(Errno::Inval)];
             return Err(self.fail(Stage::Advise, l));
         }
         self.postcopy = PostcopyState::Advise;

@@ -101,15 +101,18 @@ pub fn shape(b: &Built) -> Result<Shape, String> {
     }
     let grow = b.resizes.last().map(|r| r.2 .0);
     use vmemsim_model::BackendKind;
-    if b.source.backend.kind != BackendKind::TmpfsFile {
+    let (Some(src_backend), Some(dst_backend)) = (b.source_memory.single_backend(), b.destination.memory.single_backend()) else {
+        return Err("the QEMU harness runs the one-backend form (backend = ...) on both sides".into());
+    };
+    if src_backend.kind != BackendKind::TmpfsFile {
         return Err("the QEMU harness runs the source on tmpfs-file".into());
     }
-    let dest_hugetlb = match (b.destination.backend.kind, b.destination.backend.page_size) {
+    let dest_hugetlb = match (dst_backend.kind, dst_backend.page_size) {
         (BackendKind::TmpfsFile, _) => false,
         (BackendKind::Hugetlbfs, p) if p == vmemsim_model::Bytes::mib(2) => true,
         (k, p) => return Err(format!("the QEMU harness runs destinations on tmpfs-file or 2 MiB hugetlbfs, not {} with {p} pages", k.name())),
     };
-    let cap = b.destination.backend.capacity.limit().ok_or("the destination needs a tmpfs quota")?;
+    let cap = dst_backend.capacity.limit().ok_or("the destination needs a tmpfs quota")?;
     let mut devices = Vec::new();
     for (s, d) in b.source.devices.iter().zip(&b.destination.devices) {
         if s.size() != s.requested_size() || s.plugged_runs().len() > 1 {

@@ -13,7 +13,7 @@ use vmemsim_model::migration::outcome::{Outcome, Stage};
 use vmemsim_model::migration::source;
 use vmemsim_model::{Variant, Vm};
 
-use super::isolation::private_mount;
+use super::isolation::{private_mounts, MountSpec};
 use super::memory::{Places, RealMemory};
 use crate::build::build;
 use crate::load::parse;
@@ -86,23 +86,52 @@ fn stage_of<H: vmemsim_model::HostMemory>(item: &Item, dest: &Destination<H>) ->
 /// What the parent asks the child to set up for itself.
 #[derive(Clone, Debug, Default)]
 pub struct Setup {
-    /// "tmpfs" or "hugetlbfs", mounted in the child's own mount namespace, with its quota.
-    pub mount: Option<String>,
-    pub quota: Option<u64>,
+    /// Mounts in the child's own mount namespace, each for a limit of the destination's memory
+    /// (`None`: the older form's one backend).
+    pub mounts: Vec<(Option<vmemsim_model::LimitId>, MountSpec)>,
     /// Regular files, made without a name in the temp dir.
     pub files: bool,
 }
 
+impl Setup {
+    /// `--mount` as the parent writes it: `FS:QUOTA:PAGE:LIMIT`, `-` for none.
+    pub fn mount_arg(limit: Option<vmemsim_model::LimitId>, m: &MountSpec) -> String {
+        let opt = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
+        format!("{}:{}:{}:{}", m.fstype, opt(m.quota), opt(m.huge_page), opt(limit.map(|l| l.0 as u64)))
+    }
+
+    /// Reads `--mount FS:QUOTA:PAGE:LIMIT`.
+    pub fn parse_mount(arg: &str) -> Result<(Option<vmemsim_model::LimitId>, MountSpec), String> {
+        let f: Vec<&str> = arg.split(':').collect();
+        let opt = |s: &str| -> Result<Option<u64>, String> { if s == "-" { Ok(None) } else { s.parse().map(Some).map_err(|_| format!("bad number '{s}' in --mount {arg}")) } };
+        match f.as_slice() {
+            [fs @ ("tmpfs" | "hugetlbfs"), q, p, l] => {
+                Ok((opt(l)?.map(|l| vmemsim_model::LimitId(l as usize)), MountSpec { fstype: fs.to_string(), quota: opt(q)?, huge_page: opt(p)? }))
+            }
+            _ => Err(format!("--mount {arg}: expected tmpfs|hugetlbfs:QUOTA:PAGE:LIMIT")),
+        }
+    }
+}
+
 fn places(setup: &Setup) -> std::io::Result<Places> {
-    // Before the mount covers the temp dir: regular files live in the real one.
-    let files = setup.files.then(std::env::temp_dir);
-    let mount = match setup.mount.as_deref() {
-        Some(fs @ "hugetlbfs") => Some(private_mount(fs, setup.quota, Some(2 << 20))?),
-        Some(fs @ "tmpfs") => Some(private_mount(fs, setup.quota, None)?),
-        Some(other) => return Err(std::io::Error::other(format!("unknown file system '{other}'"))),
-        None => None,
+    // Before the mounts cover the temp dir: regular files live in the real one, reached
+    // through a descriptor that stays valid under the mount.
+    let files = if setup.files {
+        let dir = std::fs::File::open(std::env::temp_dir())?;
+        let path = std::path::PathBuf::from(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&dir)));
+        std::mem::forget(dir);
+        Some(path)
+    } else {
+        None
     };
-    Ok(Places { mount, files })
+    let mounts = if setup.mounts.is_empty() {
+        Vec::new()
+    } else {
+        let specs: Vec<MountSpec> = setup.mounts.iter().map(|(_, m)| m.clone()).collect();
+        let dirs = private_mounts(&specs)?;
+        setup.mounts.iter().map(|(l, _)| *l).zip(dirs).collect()
+    };
+    Ok(Places { mounts, files })
 }
 
 /// The child's main: the scenario arrives on stdin; returns the exit status.

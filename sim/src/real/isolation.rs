@@ -44,26 +44,45 @@ pub fn private_mount_point() -> PathBuf {
     std::env::temp_dir()
 }
 
-/// Moves this process into a mount namespace of its own (nothing propagates back to the host)
-/// and mounts `fstype` ("tmpfs" or "hugetlbfs") with a `size=` quota over
-/// [`private_mount_point`]. The host never sees the mount; the kernel removes it with the
-/// namespace when the process ends. Needs root (CAP_SYS_ADMIN).
-pub fn private_mount(fstype: &str, quota: Option<u64>, huge_page: Option<u64>) -> std::io::Result<PathBuf> {
+/// One private mount: "tmpfs" or "hugetlbfs", its `size=` quota and hugetlbfs `pagesize=`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MountSpec {
+    pub fstype: String,
+    pub quota: Option<u64>,
+    pub huge_page: Option<u64>,
+}
+
+/// Moves this process into a mount namespace of its own (nothing propagates back to the host),
+/// covers [`private_mount_point`] with a small tmpfs, and mounts each of `mounts` with its
+/// `size=` quota on a directory of it (`m0`, `m1`, ...). The host never sees them; the kernel
+/// removes them with the namespace when the process ends. Needs root (CAP_SYS_ADMIN).
+pub fn private_mounts(mounts: &[MountSpec]) -> std::io::Result<Vec<PathBuf>> {
     // SAFETY: the child calls this first thing, before it starts any thread; a new mount
     // namespace changes nothing that Rust code of this process relies on.
     unsafe { rustix::thread::unshare_unsafe(UnshareFlags::NEWNS) }.map_err(|e| with("unshare(CLONE_NEWNS)", e))?;
     rustix::mount::mount_change(Path::new("/"), MountPropagationFlags::REC | MountPropagationFlags::PRIVATE).map_err(|e| with("making / private", e))?;
-    let mut opts = vec!["mode=0700".to_string()];
-    if let Some(p) = huge_page {
-        opts.push(format!("pagesize={p}"));
+    let base = private_mount_point();
+    mount_one("tmpfs", &base, &["mode=0700".into(), "size=1M".into()])?;
+    let mut dirs = Vec::new();
+    for (i, m) in mounts.iter().enumerate() {
+        let dir = base.join(format!("m{i}"));
+        std::fs::create_dir(&dir)?;
+        let mut opts = vec!["mode=0700".to_string()];
+        if let Some(p) = m.huge_page {
+            opts.push(format!("pagesize={p}"));
+        }
+        if let Some(s) = m.quota {
+            opts.push(format!("size={s}"));
+        }
+        mount_one(&m.fstype, &dir, &opts)?;
+        dirs.push(dir);
     }
-    if let Some(s) = quota {
-        opts.push(format!("size={s}"));
-    }
+    Ok(dirs)
+}
+
+fn mount_one(fstype: &str, dir: &Path, opts: &[String]) -> std::io::Result<()> {
     let data = std::ffi::CString::new(opts.join(",")).map_err(std::io::Error::other)?;
-    let dir = private_mount_point();
-    rustix::mount::mount(fstype, &dir, fstype, MountFlags::NOSUID | MountFlags::NODEV, Some(data.as_c_str())).map_err(|e| with(&format!("mount {fstype} on {}", dir.display()), e))?;
-    Ok(dir)
+    rustix::mount::mount(fstype, dir, fstype, MountFlags::NOSUID | MountFlags::NODEV, Some(data.as_c_str())).map_err(|e| with(&format!("mount {fstype} on {}", dir.display()), e))
 }
 
 fn with(what: &str, e: rustix::io::Errno) -> std::io::Error {

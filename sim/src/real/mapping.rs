@@ -40,8 +40,10 @@ pub enum Backing<'a> {
 }
 
 impl Mapping {
-    /// Maps `len` bytes; `page_size` is 4 KiB or the huge page size.
-    pub fn new(backing: Backing, len: usize, page_size: usize, name: &str) -> std::io::Result<Mapping> {
+    /// Maps `len` bytes; `page_size` is 4 KiB or the huge page size. With `reserve` the
+    /// mapping is made without MAP_NORESERVE (QEMU's `reserve=on`): hugetlb reserves every
+    /// page at mmap, and mmap fails with ENOMEM when the pool or the mount cannot.
+    pub fn new(backing: Backing, len: usize, page_size: usize, name: &str, reserve: bool) -> std::io::Result<Mapping> {
         let (fd, shared): (Option<OwnedFd>, bool) = match backing {
             Backing::PrivateAnonymous => (None, false),
             Backing::SharedAnonymous => (None, true),
@@ -65,7 +67,7 @@ impl Mapping {
                 (Some(OwnedFd::from(file)), true)
             }
         };
-        let mut flags = MapFlags::NORESERVE;
+        let mut flags = if reserve { MapFlags::empty() } else { MapFlags::NORESERVE };
         flags |= if shared { MapFlags::SHARED } else { MapFlags::PRIVATE };
         let prot = ProtFlags::READ | ProtFlags::WRITE;
         let ptr = match &fd {

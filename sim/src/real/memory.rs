@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use rustix::fs::FallocateFlags;
 use rustix::io::Errno as SysErrno;
 use rustix::mm::Advice;
-use vmemsim_model::backend::{Backend, BackendKind, DiscardMethod, HOST_PAGE_SIZE};
-use vmemsim_model::host::{Errno, HostError, HostMemory, HostSetup, PageKind, Pool, RamBlockId, Sigbus};
-use vmemsim_model::Bytes;
+use vmemsim_model::backend::{BackendKind, DiscardMethod, HOST_PAGE_SIZE};
+use vmemsim_model::host::{Errno, HostError, HostMemory, HostSetup, PageKind, RamBlockId, Sigbus};
+use vmemsim_model::{BlockMemory, Bytes, LimitId};
 
 use super::mapping::{Backing, Mapping};
 use super::prealloc::{preallocate, Strategy};
@@ -19,9 +19,10 @@ const PAGE: usize = 4096;
 /// Where file-backed blocks live.
 #[derive(Clone, Debug, Default)]
 pub struct Places {
-    /// A private tmpfs or hugetlbfs mount with the destination's `size=` quota, for file-backed
-    /// kinds and for limited memfd kinds.
-    pub mount: Option<PathBuf>,
+    /// Private tmpfs or hugetlbfs mounts with their `size=` quotas: the scenario's mount
+    /// (`Some(limit)`), or the older form's one backend (`None`), which also holds its limited
+    /// memfd kinds.
+    pub mounts: Vec<(Option<LimitId>, PathBuf)>,
     /// A directory on a disk file system, for regular files (made there without a name).
     pub files: Option<PathBuf>,
 }
@@ -101,30 +102,42 @@ impl RealMemory {
 }
 
 impl HostSetup for RealMemory {
-    fn add_ram_block(&mut self, name: &str, backend: Backend, len: Bytes, pool: Pool) -> RamBlockId {
+    fn add_ram_block(&mut self, name: &str, mem: &BlockMemory, len: Bytes) -> Result<RamBlockId, HostError> {
+        let backend = mem.backend;
         let page = backend.page_size.0 as usize;
         let file_name = name.replace(['/', ':'], "_");
-        let limited = backend.capacity.limit().is_some();
-        let path = |dir: &Option<PathBuf>| dir.as_ref().expect("fits() asked for a directory for this backend").join(&file_name);
-        let result = match (pool, backend.kind) {
-            (Pool::Main, _) | (_, BackendKind::PrivateAnonymous) => Mapping::new(Backing::PrivateAnonymous, len.0 as usize, PAGE, name),
-            (_, BackendKind::SharedAnonymous) => Mapping::new(Backing::SharedAnonymous, len.0 as usize, PAGE, name),
-            (_, BackendKind::Memfd) if !limited => Mapping::new(Backing::Memfd { hugetlb: false }, len.0 as usize, PAGE, name),
-            (_, BackendKind::MemfdHugetlb) if !limited || backend.capacity.limit() == Some(Bytes::ZERO) => {
-                Mapping::new(Backing::Memfd { hugetlb: true }, len.0 as usize, page, name)
-            }
-            (_, BackendKind::RegularFile) => {
-                let dir = self.places.files.as_ref().expect("fits() asked for a directory for this backend");
-                Mapping::new(Backing::TempFile(dir), len.0 as usize, PAGE, name)
-            }
-            (_, kind) => Mapping::new(Backing::File(&path(&self.places.mount)), len.0 as usize, if kind.is_hugetlb() { page } else { PAGE }, name),
+        let dir = |limit: Option<LimitId>| -> &PathBuf {
+            &self.places.mounts.iter().find(|(l, _)| *l == limit).expect("fits() asked for a mount for this backend").1
         };
-        let map = result.unwrap_or_else(|e| panic!("cannot map RAM block '{name}' ({} bytes): {e}", len.0));
-        let kind = if pool == Pool::Main { BackendKind::PrivateAnonymous } else { backend.kind };
-        let discard = self.discard_override.unwrap_or_else(|| DiscardMethod::qemu_choice(kind, Bytes(map.page_size as u64)));
+        // The older form runs its limited memfd kinds as files on its one mount.
+        let one_mount = mem.mount.is_none() && self.places.mounts.iter().any(|(l, _)| l.is_none());
+        let size = len.0 as usize;
+        let result = match backend.kind {
+            BackendKind::PrivateAnonymous => Mapping::new(Backing::PrivateAnonymous, size, PAGE, name, false),
+            BackendKind::SharedAnonymous => Mapping::new(Backing::SharedAnonymous, size, PAGE, name, false),
+            BackendKind::RegularFile => {
+                let dir = self.places.files.as_ref().expect("fits() asked for a directory for this backend");
+                Mapping::new(Backing::TempFile(dir), size, PAGE, name, false)
+            }
+            BackendKind::Memfd if !one_mount => Mapping::new(Backing::Memfd { hugetlb: false }, size, PAGE, name, false),
+            BackendKind::MemfdHugetlb if !one_mount => Mapping::new(Backing::Memfd { hugetlb: true }, size, page, name, mem.reserve),
+            kind => {
+                let at = dir(mem.mount).join(&file_name);
+                Mapping::new(Backing::File(&at), size, if kind.is_hugetlb() { page } else { PAGE }, name, mem.reserve)
+            }
+        };
+        let map = match result {
+            Ok(m) => m,
+            // A reservation the pool or quota cannot give: mmap's ENOMEM, as QEMU sees it.
+            Err(e) if mem.reserve && matches!(e.raw_os_error(), Some(libc::ENOMEM) | Some(libc::ENOSPC)) => {
+                return Err(HostError { errno: Errno::NoMem, offset: Bytes::ZERO });
+            }
+            Err(e) => panic!("cannot map RAM block '{name}' ({} bytes): {e}", len.0),
+        };
+        let discard = self.discard_override.unwrap_or_else(|| DiscardMethod::qemu_choice(backend.kind, Bytes(map.page_size as u64)));
         let block_size = self.block_sizes.iter().find(|(n, _)| n == name).map_or(map.page_size, |(_, b)| *b as usize);
         self.blocks.push(Block { map, block_size, discard, registered: false });
-        RamBlockId(self.blocks.len() - 1)
+        Ok(RamBlockId(self.blocks.len() - 1))
     }
 }
 

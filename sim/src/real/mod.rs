@@ -8,6 +8,7 @@ pub mod guardian;
 pub mod cleanup;
 pub mod interrupt;
 pub mod isolation;
+pub mod fits_memdevs;
 pub mod ledger;
 pub mod mapping;
 pub mod memory;

@@ -12,10 +12,10 @@ use vmemsim_model::migration::destination::Destination;
 use vmemsim_model::migration::drive::feed;
 use vmemsim_model::migration::outcome::{FaultSite, Outcome, Stage};
 use vmemsim_model::migration::source;
-use vmemsim_model::{BackendKind, Bytes, OutcomeClass, Vm};
+use vmemsim_model::{BackendKind, Bytes, LimitId, OutcomeClass, Vm};
 
 use super::guardian::Guardian;
-use super::isolation::die_with_parent;
+use super::isolation::{die_with_parent, MountSpec};
 use super::mounts::is_root;
 use super::pool::HugePool;
 use crate::build::Built;
@@ -27,11 +27,12 @@ pub const REAL_BUDGET: u64 = 6 << 30;
 /// What a scenario needs from the host to run on real memory.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Needs {
-    /// A mount for the destination's device memory: "tmpfs" or "hugetlbfs", with its quota.
-    pub mount: Option<(&'static str, Option<u64>)>,
+    /// Private mounts for the destination's memory, each for a limit (`None`: the older
+    /// form's one backend), with its quota.
+    pub mounts: Vec<(Option<LimitId>, MountSpec)>,
     /// A directory on a disk file system.
     pub files: bool,
-    /// Free 2 MiB huge pages needed behind the mount or the memfd.
+    /// Free 2 MiB huge pages needed behind the mounts or the memfds.
     pub huge_pages: u64,
 }
 
@@ -39,10 +40,10 @@ pub struct Needs {
 impl std::fmt::Display for Needs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let mut parts = Vec::new();
-        if let Some((fs, quota)) = self.mount {
-            parts.push(match quota {
-                Some(q) => format!("a private {fs} mount with a {} quota", Bytes(q)),
-                None => format!("a private {fs} mount"),
+        for (_, m) in &self.mounts {
+            parts.push(match m.quota {
+                Some(q) => format!("a private {} mount with a {} quota", m.fstype, Bytes(q)),
+                None => format!("a private {} mount", m.fstype),
             });
         }
         if self.files {
@@ -60,7 +61,7 @@ impl std::fmt::Display for Needs {
 
 impl Needs {
     pub fn needs_root(&self) -> bool {
-        self.mount.is_some() || self.huge_pages > 0
+        !self.mounts.is_empty() || self.huge_pages > 0
     }
 }
 
@@ -83,7 +84,9 @@ pub fn fits_within(b: &Built, budget: u64) -> Result<Needs, String> {
     if !b.actions.is_empty() || !b.resizes.is_empty() || !b.drains.is_empty() || b.cancel_at.is_some() {
         return Err("guest requests, resizes, competitors and cancellation are simulated only".into());
     }
-    let backend = b.destination.backend;
+    let Some(backend) = b.destination.memory.single_backend() else {
+        return super::fits_memdevs::fits_memdevs(b, budget);
+    };
     let cap = backend.capacity.limit().map(|c| c.0);
     if backend.kind.is_hugetlb() && backend.page_size != Bytes::mib(2) {
         return Err(format!("only 2 MiB huge pages run for real, not {}", backend.page_size));
@@ -108,7 +111,8 @@ pub fn fits_within(b: &Built, budget: u64) -> Result<Needs, String> {
     }
     // Unlimited mounts still get the budget as their quota: nothing can run away.
     let quota = Some(cap.unwrap_or(budget));
-    let mut needs = Needs { mount: None, files: false, huge_pages: 0 };
+    let mut needs = Needs { mounts: Vec::new(), files: false, huge_pages: 0 };
+    let mount = |fs: &str, quota: Option<u64>, huge_page: Option<u64>| (None, MountSpec { fstype: fs.to_string(), quota, huge_page });
     match backend.kind {
         BackendKind::PrivateAnonymous | BackendKind::SharedAnonymous if cap.is_some() => {
             return Err(format!("{} memory has no capacity limit a test can set", backend.kind.name()));
@@ -117,11 +121,11 @@ pub fn fits_within(b: &Built, budget: u64) -> Result<Needs, String> {
         BackendKind::RegularFile if cap.is_some() => return Err("a disk file system has no quota a test can set".into()),
         BackendKind::RegularFile => needs.files = true,
         BackendKind::Memfd if cap.is_none() => {}
-        BackendKind::Memfd | BackendKind::TmpfsFile => needs.mount = Some(("tmpfs", quota)),
+        BackendKind::Memfd | BackendKind::TmpfsFile => needs.mounts.push(mount("tmpfs", quota, None)),
         BackendKind::MemfdHugetlb if empty_pool => {}
         BackendKind::MemfdHugetlb if cap.is_none() => needs.huge_pages = plugged.saturating_add(touched).div_ceil(2 << 20),
         BackendKind::MemfdHugetlb | BackendKind::Hugetlbfs => {
-            needs.mount = Some(("hugetlbfs", quota.map(|q| q.div_ceil(2 << 20) * (2 << 20))));
+            needs.mounts.push(mount("hugetlbfs", quota.map(|q| q.div_ceil(2 << 20) * (2 << 20)), Some(2 << 20)));
             needs.huge_pages = cap.unwrap_or(plugged).min(plugged.saturating_add(touched)).div_ceil(2 << 20);
         }
     }
@@ -169,11 +173,8 @@ pub fn run_real(exe: &Path, text: &str, b: &Built, timeout: Duration) -> Result<
     let start = Instant::now();
     let mut cmd = Command::new(exe);
     cmd.arg("__real-destination");
-    if let Some((fs, quota)) = needs.mount {
-        cmd.arg("--mount").arg(fs);
-        if let Some(q) = quota {
-            cmd.arg("--quota").arg(q.to_string());
-        }
+    for (limit, m) in &needs.mounts {
+        cmd.arg("--mount").arg(super::child::Setup::mount_arg(*limit, m));
     }
     if needs.files {
         cmd.arg("--files");
@@ -259,7 +260,7 @@ fn interpret(lines: &[String], status: std::process::ExitStatus, b: &Built, stde
     if status.signal() == Some(libc::SIGBUS) {
         let addr = sigbus.ok_or_else(|| err("killed by SIGBUS without reporting the address".into()))?;
         let (base, _, name) = blocks.iter().find(|(base, len, _)| addr >= *base && addr < base + len).ok_or_else(|| err(format!("SIGBUS at {addr:#x}, outside guest RAM")))?;
-        let page = if name.contains('/') { b.destination.backend.page_size.0 } else { 4096 };
+        let page = super::fits_memdevs::page_of(b, name);
         let offset = ((addr - base) as u64) / page * page;
         let site = FaultSite { block: name.clone(), offset: Bytes(offset) };
         // A SIGBUS ends the process at once: the lines it printed are those before the stage.
