@@ -13,8 +13,10 @@ pub enum ModelError {
     #[error("-device virtio-mem-pci,id={device}: {message}")]
     Realize { device: String, message: String },
     /// A memory backend could not be created (`host_memory_backend_memory_complete`); `object`
-    /// is its `-object` option as QEMU echoes it.
-    #[error("-object {object}: {message}")]
+    /// is its `-object` option. QEMU 10.0.2 prints the message alone (observed: "unable to map
+    /// backing store for guest RAM: Cannot allocate memory", "qemu_prealloc_mem: preallocating
+    /// memory failed: Bad address").
+    #[error("{message}")]
     Backend { object: String, message: String },
     /// Setting `requested-size` at run time failed (`virtio_mem_set_requested_size`).
     #[error("qom-set {device} requested-size: {message}")]

@@ -71,6 +71,9 @@ pub struct Memdev {
     /// `reserve` (QEMU's default on): without `reserve=off` QEMU maps without MAP_NORESERVE,
     /// and a hugetlb mapping reserves all its pages at mmap.
     pub reserve: bool,
+    /// The backend's own `prealloc=on`: populated when the backend is created (virtio-mem
+    /// refuses such a memdev; main RAM takes it).
+    pub prealloc: bool,
     /// The `-object` option as QEMU echoes it in errors.
     pub object: String,
 }
@@ -127,6 +130,7 @@ impl Memory {
                 host_nodes: Vec::new(),
                 // The older form is what the conformance suite runs: reserve=off.
                 reserve: false,
+                prealloc: false,
             })
             .collect();
         Memory { memdevs, limits: vec![Limit { kind: LimitKind::OneBackend, capacity: backend.capacity }], main: None }
@@ -197,7 +201,7 @@ mod tests {
     use super::*;
 
     fn hugetlb(id: &str, nodes: Vec<u32>, mount: Option<usize>) -> Memdev {
-        Memdev { id: id.into(), kind: BackendKind::Hugetlbfs, page_size: Bytes::mib(2), mount: mount.map(LimitId), host_nodes: nodes, reserve: false, object: String::new() }
+        Memdev { id: id.into(), kind: BackendKind::Hugetlbfs, page_size: Bytes::mib(2), mount: mount.map(LimitId), host_nodes: nodes, reserve: false, prealloc: false, object: String::new() }
     }
 
     #[test]

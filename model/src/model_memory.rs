@@ -102,11 +102,12 @@ impl ModelMemory {
         let id = RamBlockId(self.blocks.len() - 1);
         if reserve {
             let page = backend.page_size.0;
-            let whole = len.0.div_ceil(page) * page;
-            if self.room(id, page) < whole {
+            let whole = len.0.div_ceil(page).checked_mul(page);
+            if whole.is_none_or(|w| self.room(id, page) < w) {
                 self.blocks.pop();
                 return Err(HostError { errno: Errno::NoMem, offset: Bytes::ZERO });
             }
+            let whole = whole.expect("checked above");
             self.charge(id, whole, page);
             self.blocks[id.0].reserved.insert(0, whole);
         }
@@ -399,5 +400,47 @@ mod tests {
         let (mut m, b) = hugetlb(8);
         assert_eq!(m.drain_pool(PoolId(0), Bytes::mib(6)), Bytes::mib(6));
         assert_eq!(m.touch(b, Bytes::ZERO, Bytes::mib(4)), Err(Sigbus { offset: Bytes::mib(2) }));
+    }
+}
+
+#[cfg(test)]
+mod draw_tests {
+    use super::*;
+
+    fn huge() -> Backend {
+        Backend::unlimited(BackendKind::Hugetlbfs)
+    }
+
+    #[test]
+    fn every_draw_must_have_room_and_a_page_takes_the_first_alternative_with_room() {
+        let mut m = ModelMemory::new();
+        let mount = m.add_pool(Capacity::Limited(Bytes::mib(8)));
+        let (n0, n1) = (m.add_pool(Capacity::Limited(Bytes::mib(2))), m.add_pool(Capacity::Limited(Bytes::mib(4))));
+        let b = m.add_block_drawing("mem0", huge(), Bytes::mib(64), vec![vec![mount], vec![n0, n1]], false).unwrap();
+        // 6 MiB in the nodes, 8 MiB on the mount: the nodes bind.
+        assert_eq!(m.populate(b, Bytes::ZERO, Bytes::mib(8)), Err(HostError { errno: Errno::Fault, offset: Bytes::mib(6) }));
+        assert_eq!((m.pool_free(mount), m.pool_free(n0), m.pool_free(n1)), (Bytes::mib(2), Bytes::ZERO, Bytes::ZERO));
+        // A discard gives back to every draw.
+        m.discard(b, Bytes::ZERO, Bytes::mib(4)).unwrap();
+        assert_eq!(m.pool_free(mount), Bytes::mib(6));
+        assert_eq!(m.pool_free(n0).0 + m.pool_free(n1).0, Bytes::mib(4).0);
+        assert_eq!(m.left(b), Some(Bytes::mib(4)));
+    }
+
+    #[test]
+    fn a_reservation_charges_the_whole_block_at_mmap_and_a_punched_hole_gives_it_back() {
+        let mut m = ModelMemory::new();
+        let pool = m.add_pool(Capacity::Limited(Bytes::mib(8)));
+        assert_eq!(m.add_block_drawing("big", huge(), Bytes::mib(10), vec![vec![pool]], true).unwrap_err().errno, Errno::NoMem);
+        assert_eq!(m.pool_free(pool), Bytes::mib(8), "a failed mmap takes nothing");
+        let b = m.add_block_drawing("mem0", huge(), Bytes::mib(8), vec![vec![pool]], true).unwrap();
+        assert_eq!(m.pool_free(pool), Bytes::ZERO);
+        // Reserved pages fault in without a new charge.
+        m.touch(b, Bytes::ZERO, Bytes::mib(8)).unwrap();
+        m.discard(b, Bytes::mib(4), Bytes::mib(4)).unwrap();
+        assert_eq!(m.pool_free(pool), Bytes::mib(4));
+        // The punched range has no reservation left: a competitor can take its pages.
+        m.drain_pool(pool, Bytes::mib(4));
+        assert_eq!(m.touch(b, Bytes::mib(4), Bytes::mib(2)), Err(Sigbus { offset: Bytes::mib(4) }));
     }
 }

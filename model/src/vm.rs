@@ -127,6 +127,11 @@ impl<H: HostMemory> Vm<H> {
             })?;
             realized.push(d.realize(&cfg.machine, &memdev.backend(), &cfg.facts)?);
         }
+        // host_memory_backend_memory_complete (backends/hostmem.c), for every backend before
+        // any device is created; observed on QEMU 10.0.2.
+        if let Some(m) = cfg.memory.memdevs.iter().find(|m| m.prealloc && !m.reserve) {
+            return Err(ModelError::Backend { object: m.object.clone(), message: "'prealloc=on' and 'reserve=off' are incompatible".into() });
+        }
         let mut blocks = Vec::new();
         if !cfg.main_ram.is_zero() {
             // `-machine memory-backend=<id>`: the block is the backend's, registered under the
@@ -137,6 +142,14 @@ impl<H: HostMemory> Vm<H> {
                 None => (MAIN_RAM.to_string(), BlockMemory::main_ram()),
             };
             let id = add(&mut host, &name, &mem, cfg.main_ram).map_err(|e| map_failed(main.map_or("", |m| m.object.as_str()), e))?;
+            // host_memory_backend_memory_complete: a backend with prealloc=on is populated
+            // when it is created, before any device (qemu_prealloc_mem).
+            if let Some(m) = main.filter(|m| m.prealloc) {
+                host.populate(id, Bytes::ZERO, cfg.main_ram).map_err(|e| ModelError::Backend {
+                    object: m.object.clone(),
+                    message: format!("qemu_prealloc_mem: preallocating memory failed: {}", e.errno),
+                })?;
+            }
             blocks.push(RamBlockInfo { name, id, len: cfg.main_ram, device: None, backend: mem.backend });
         }
         for (name, len) in &cfg.extra_ram {

@@ -245,6 +245,13 @@ pub fn build(l: &Loaded) -> Result<Built, SimError> {
         facts: HostFacts { numa_nodes: s.destination.numa_nodes.unwrap_or(s.source.numa_nodes), ..HostFacts::default() },
         variant: s.variant,
     };
+    let (mut src_cfg, mut dst_cfg) = (src_cfg, dst_cfg);
+    for cfg in [&mut src_cfg, &mut dst_cfg] {
+        for d in &mut cfg.devices {
+            // A memdev of the per-memdev form with its own prealloc=on.
+            d.memdev_prealloc |= cfg.memory.memdev(&d.memdev).is_some_and(|m| m.prealloc);
+        }
+    }
     if matches!(mode, Mode::Postcopy { .. }) {
         for d in &dst_cfg.devices {
             if let Some(m) = dst_cfg.memory.memdev(&d.memdev).filter(|m| !m.kind.supports_postcopy()) {

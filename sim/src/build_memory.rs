@@ -163,7 +163,7 @@ fn memdev(l: &Loaded, at: usize, m: &MemdevSpec, limits: &[Limit], field: &str, 
     };
     let host_nodes = if m.policy == Some(PolicySpec::Bind) { m.host_nodes.clone() } else { Vec::new() };
     let object = m.object.clone().unwrap_or_else(|| object_text(m, size));
-    Ok(Memdev { id: m.id.clone(), kind, page_size, mount, host_nodes, reserve: m.reserve.unwrap_or(true), object })
+    Ok(Memdev { id: m.id.clone(), kind, page_size, mount, host_nodes, reserve: m.reserve.unwrap_or(true), prealloc: m.prealloc, object })
 }
 
 /// The `-object` option as a command line would write it, when the scenario does not give
