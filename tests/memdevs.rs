@@ -41,7 +41,6 @@ size = "QUOTA_B"
 id = "vmem0"
 pci = "0000:00:03.0"
 memdev = "mem0"
-memaddr = "0x140000000"
 region = "4G"
 requested = "1G"
 prealloc = true
@@ -49,7 +48,6 @@ prealloc = true
 id = "vmem1"
 pci = "0000:00:04.0"
 memdev = "mem1"
-memaddr = "0x240000000"
 region = "4G"
 requested = "1G"
 prealloc = true
@@ -102,7 +100,7 @@ fn a_pool_per_node_binds_a_bound_memdev_and_a_free_one_falls_back() {
     };
     let text = |nodes: &str| {
         format!(
-            "name = \"n\"\n[source]\nmachine = \"q35\"\nmain_ram = \"4G\"\n{}[destination]\n[[destination.hugepages]]\npage_size = \"2M\"\nnode = 0\nfree = \"256M\"\n[[destination.hugepages]]\npage_size = \"2M\"\nnode = 1\nfree = \"2G\"\n[[device]]\nid = \"vmem0\"\npci = \"0000:00:03.0\"\nmemdev = \"mem0\"\nmemaddr = \"0x140000000\"\nregion = \"4G\"\nrequested = \"1G\"\nprealloc = true\n",
+            "name = \"n\"\n[source]\nmachine = \"q35\"\nmain_ram = \"4G\"\n{}[destination]\n[[destination.hugepages]]\npage_size = \"2M\"\nnode = 0\nfree = \"256M\"\n[[destination.hugepages]]\npage_size = \"2M\"\nnode = 1\nfree = \"2G\"\n[[device]]\nid = \"vmem0\"\nmemdev = \"mem0\"\nregion = \"4G\"\nrequested = \"1G\"\nprealloc = true\n",
             memfd(nodes)
         )
     };

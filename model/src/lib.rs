@@ -15,6 +15,7 @@ pub mod model_memory;
 pub mod plug_map;
 pub mod profile;
 pub mod qemu_version;
+pub mod pc_layout;
 pub mod ranges;
 pub mod request;
 pub mod units;

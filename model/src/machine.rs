@@ -58,6 +58,11 @@ impl MachineType {
         self.version
     }
 
+    /// q35 (`pc-q35-*`) rather than i440fx (`pc-i440fx-*`).
+    pub fn is_q35(&self) -> bool {
+        self.name.starts_with("pc-q35-")
+    }
+
     /// The default of virtio-mem's `x-early-migration`: `hw_compat_7_2` (hw/core/machine.c)
     /// sets it false for every machine up to 7.2; true from 8.0 on.
     pub fn early_migration_default(&self) -> bool {

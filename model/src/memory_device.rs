@@ -4,24 +4,9 @@
 use std::collections::BTreeMap;
 
 use crate::config::DeviceConfig;
-use crate::units::Bytes;
+
 
 const GIB: u128 = 1 << 30;
-/// x86 RAM above 4 GiB starts here (`x86ms->above_4g_mem_start`).
-const ABOVE_4G_START: u128 = 4 * GIB;
-/// The most `-m` memory any x86 machine type keeps below 4 GiB by default: i440fx keeps up to
-/// 0xe0000000, q35 up to 0xb0000000 (the `lowmem` split of pc_init1 / pc_q35_init) [INF: the
-/// split is recalled from pc_piix.c and pc_q35.c, not read; max-ram-below-4g only lowers it].
-const MAX_LOWMEM: u128 = 0xe000_0000;
-
-/// `pc_get_device_memory_range` (hw/i386/pc.c): device memory starts at
-/// `ROUND_UP(pc_above_4g_end(), 1 GiB)`. The model does not know the machine's below/above 4 GiB
-/// split, so it takes the lowest start any x86 split gives (the most RAM below 4 GiB): what it
-/// refuses, every machine type refuses.
-pub fn device_memory_base(main_ram: Bytes) -> u128 {
-    let above = (main_ram.0 as u128).saturating_sub(MAX_LOWMEM);
-    (ABOVE_4G_START + above).div_ceil(GIB) * GIB
-}
 
 /// The size of device memory as QEMU prints it: `maxmem - ram_size` (plus 1 GiB per `slots`,
 /// none here). Scenarios give no `maxmem`; the model takes the conformance runner's
@@ -73,21 +58,18 @@ impl<'a> Placed<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::units::Gpa;
+    use crate::units::{Bytes, Gpa};
 
     fn dev(id: &str, addr: u64, size: Bytes) -> DeviceConfig {
         DeviceConfig { id: id.into(), ..DeviceConfig::vmem0(Gpa(addr), size, Bytes::ZERO, false) }
     }
 
     #[test]
-    fn device_memory_starts_above_ram() {
-        assert_eq!(device_memory_base(Bytes::ZERO), 4 * GIB);
-        assert_eq!(device_memory_base(Bytes::gib(4)), 5 * GIB, "the seed's -m 4G: memaddr 0x140000000 fits");
-        assert_eq!(device_memory_base(Bytes::gib(8)), 9 * GIB);
+    fn a_device_below_device_memory_is_refused() {
         let d = dev("vmem0", 0x1_0000_0000, Bytes::gib(1));
         let size = device_memory_size(std::slice::from_ref(&d));
         assert_eq!(size, 2 * GIB);
-        let mut p = Placed::new(device_memory_base(Bytes::gib(8)), size);
+        let mut p = Placed::new(9 * GIB, size);
         assert_eq!(p.place(&d), Err("can't add memory device [0x100000000:0x40000000], usable range for memory devices [0x240000000:0x80000000]".into()));
     }
 

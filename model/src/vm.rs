@@ -112,7 +112,7 @@ impl<H: HostMemory> Vm<H> {
         // Realize every device first: a refused device starts nothing. Each is placed first
         // (memory_device_pre_plug runs in the machine's pre_plug hook, before the device's
         // realize), against main RAM and the devices before it.
-        let base = crate::memory_device::device_memory_base(cfg.main_ram);
+        let base = u128::from(crate::pc_layout::device_memory_start(&cfg.machine, cfg.main_ram));
         let mut placed = crate::memory_device::Placed::new(base, crate::memory_device::device_memory_size(&cfg.devices));
         let mut realized = Vec::with_capacity(cfg.devices.len());
         for (i, d) in cfg.devices.iter().enumerate() {

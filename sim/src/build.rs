@@ -3,7 +3,7 @@
 
 use vmemsim_model::config::HostFacts;
 use vmemsim_model::{
-    QemuProfile, PostcopyStart, Memory, BlockCount, BlockIndex, Bytes, DeviceConfig, GuestRange, MachineType, Mode, Plan, Request, Response,
+    QemuProfile, PostcopyStart, Memory, Gpa, BlockCount, BlockIndex, Bytes, DeviceConfig, GuestRange, MachineType, Mode, Plan, Request, Response,
     Vm, VmConfig,
 };
 
@@ -45,9 +45,9 @@ pub struct Built {
 fn device_config(d: &DeviceSpec, index: usize) -> DeviceConfig {
     DeviceConfig {
         id: d.id.clone(),
-        pci: d.pci.clone(),
+        pci: d.pci.clone().unwrap_or_default(),
         memdev: d.memdev.clone().unwrap_or_else(|| format!("mem{index}")),
-        memaddr: d.memaddr,
+        memaddr: d.memaddr.unwrap_or(Gpa(0)),
         region_size: d.region,
         block_size: d.block_size,
         node: d.node,
@@ -126,6 +126,57 @@ fn memories(l: &Loaded) -> Result<(Memory, Memory), SimError> {
     Ok((source, destination))
 }
 
+/// Each device's PCI address: its own, or the first root-bus slot QEMU gives it in `[[device]]`
+/// order after the machine's default VGA and NIC (`pc_layout::board_slots`).
+fn default_pci(l: &Loaded, machine: &MachineType) -> Result<Vec<String>, SimError> {
+    let mut taken = vmemsim_model::pc_layout::board_slots(machine, true, true);
+    let slot_of = |pci: &str| -> Option<u8> {
+        let rest = pci.strip_prefix("0000:00:")?;
+        let (slot, func) = rest.split_once('.')?;
+        (func.len() == 1).then_some(())?;
+        u8::from_str_radix(slot, 16).ok()
+    };
+    for d in &l.scenario.devices {
+        if let Some(slot) = d.get_ref().pci.as_deref().and_then(slot_of) {
+            taken.push(slot);
+        }
+    }
+    let mut out = Vec::new();
+    for d in &l.scenario.devices {
+        match &d.get_ref().pci {
+            Some(p) => out.push(p.clone()),
+            None => {
+                let slot = vmemsim_model::pc_layout::first_free_slot(&taken)
+                    .ok_or_else(|| l.invalid(d.span().start, "device.pci", "no free slot is left on the root bus: give pci"))?;
+                taken.push(slot);
+                out.push(format!("0000:00:{slot:02x}.0"));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Devices without a `memaddr` go where QEMU puts them: the first aligned gap of device memory
+/// among the devices before them (`memory_device_get_free_addr`).
+fn place_devices(cfg: &mut VmConfig, explicit: &[bool]) {
+    use vmemsim_model::pc_layout::{device_memory_start, first_free_addr, memaddr_alignment};
+    let start = device_memory_start(&cfg.machine, cfg.main_ram);
+    let mut placed: Vec<(u64, u64)> = Vec::new();
+    for (i, d) in cfg.devices.iter_mut().enumerate() {
+        if !explicit[i] {
+            let memdev = cfg.memory.memdev(&d.memdev);
+            let page = memdev.map_or(Bytes(4096), |m| m.page_size);
+            let anonymous = memdev.is_some_and(|m| !m.kind.has_fd());
+            let block = d.block_size.unwrap_or_else(|| vmemsim_model::config::default_block_size(page, &cfg.facts));
+            // No room (an address overflow) leaves 0, which realize refuses as below device memory.
+            d.memaddr = Gpa(first_free_addr(start, &placed, d.region_size.0, memaddr_alignment(block, page, anonymous)).unwrap_or(0));
+        }
+        if let Some(end) = d.memaddr.0.checked_add(d.region_size.0) {
+            placed.push((d.memaddr.0, end));
+        }
+    }
+}
+
 /// The source's machine type: one its QEMU offers.
 fn machine(l: &Loaded, m: &toml::Spanned<String>, field: &str, qemu: &QemuProfile) -> Result<MachineType, SimError> {
     MachineType::parse_for(m.get_ref(), qemu).map_err(|e| l.invalid(m.span().start, field, with_hint(&e)))
@@ -173,8 +224,8 @@ pub fn build(l: &Loaded) -> Result<Built, SimError> {
         if s.devices[..i].iter().any(|o| o.get_ref().id == d.get_ref().id) {
             return Err(l.invalid(d.span().start, "device.id", format!("device id '{}' is used twice", d.get_ref().id)));
         }
-        if s.devices[..i].iter().any(|o| o.get_ref().pci == d.get_ref().pci) {
-            return Err(l.invalid(d.span().start, "device.pci", format!("PCI address '{}' is used twice", d.get_ref().pci)));
+        if d.get_ref().pci.is_some() && s.devices[..i].iter().any(|o| o.get_ref().pci == d.get_ref().pci) {
+            return Err(l.invalid(d.span().start, "device.pci", format!("PCI address '{}' is used twice", d.get_ref().pci.as_deref().unwrap_or(""))));
         }
     }
     let source_qemu = QemuProfile::of(s.source.qemu.unwrap_or_default());
@@ -227,7 +278,7 @@ pub fn build(l: &Loaded) -> Result<Built, SimError> {
                 let d = d.get_ref();
                 let o = &d.destination;
                 let mut c = device_config(d, i);
-                c.memaddr = o.memaddr.unwrap_or(c.memaddr);
+                c.memaddr = o.memaddr.or(d.memaddr).unwrap_or(c.memaddr);
                 c.requested_size = o.requested.unwrap_or(c.requested_size);
                 c.memdev = o.memdev.clone().unwrap_or(c.memdev);
                 c.region_size = o.region.unwrap_or(c.region_size);
@@ -246,6 +297,16 @@ pub fn build(l: &Loaded) -> Result<Built, SimError> {
         variant: s.variant,
     };
     let (mut src_cfg, mut dst_cfg) = (src_cfg, dst_cfg);
+    let pcis = default_pci(l, &src_cfg.machine)?;
+    for cfg in [&mut src_cfg, &mut dst_cfg] {
+        for (c, pci) in cfg.devices.iter_mut().zip(&pcis) {
+            c.pci.clone_from(pci);
+        }
+    }
+    let dest_explicit: Vec<bool> = s.devices.iter().map(|d| d.get_ref().memaddr.is_some() || d.get_ref().destination.memaddr.is_some()).collect();
+    let src_explicit: Vec<bool> = s.devices.iter().map(|d| d.get_ref().memaddr.is_some()).collect();
+    place_devices(&mut src_cfg, &src_explicit);
+    place_devices(&mut dst_cfg, &dest_explicit);
     for cfg in [&mut src_cfg, &mut dst_cfg] {
         for d in &mut cfg.devices {
             // A memdev of the per-memdev form with its own prealloc=on.

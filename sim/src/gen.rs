@@ -184,9 +184,9 @@ fn generate_default(seed: u64, variant: Variant) -> Scenario {
         let contiguous = dev.runs.len() == 1 && dev.runs[0].0 == 0;
         specs.push(DeviceSpec {
             id: format!("vmem{i}"),
-            pci: format!("0000:00:{:02x}.0", 3 + i),
+            pci: Some(format!("0000:00:{:02x}.0", 3 + i)),
             memdev: None,
-            memaddr: Gpa(addr),
+            memaddr: Some(Gpa(addr)),
             region: Bytes(region),
             block_size: Some(Bytes(block)),
             requested: Bytes(requested),
@@ -328,7 +328,7 @@ fn generate_default(seed: u64, variant: Variant) -> Scenario {
     let mut numa = None;
     if on(FaultKind::Mismatch) {
         let i = mm.below(ndev as u64) as usize;
-        let (bs, memaddr, prealloc) = (specs[i].block_size.expect("set above"), specs[i].memaddr, specs[i].prealloc);
+        let (bs, memaddr, prealloc) = (specs[i].block_size.expect("set above"), specs[i].memaddr.expect("set above"), specs[i].prealloc);
         let o = &mut specs[i].destination;
         match mm.below(5) {
             0 => o.block_size = Some(Bytes(bs.0 * 2)),

@@ -322,12 +322,16 @@ impl Serialize for CapacitySpec {
 #[serde(deny_unknown_fields)]
 pub struct DeviceSpec {
     pub id: String,
-    /// PCI address, e.g. `0000:00:03.0`.
-    pub pci: String,
+    /// PCI address, e.g. `0000:00:03.0`; default: the root-bus slot QEMU assigns in `[[device]]`
+    /// order after the machine's default VGA and NIC.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pci: Option<String>,
     /// Memory backend id; default `mem<N>`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub memdev: Option<String>,
-    pub memaddr: Gpa,
+    /// Default: where QEMU places it (`memory_device_get_free_addr`, first fit in device memory).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memaddr: Option<Gpa>,
     /// The memdev's size: the device's region.
     pub region: Bytes,
     /// `block-size`; default QEMU's.

@@ -472,7 +472,11 @@ pub fn live(lab: &Lab, sh: &Shape, mode: LiveMode, dir: &Path) -> Result<(Outcom
         qd.execute("migrate-incoming", json!({"uri": uri}))?;
         qs.execute("migrate", json!({"uri": uri}))?;
         if let LiveMode::Postcopy { start_after } = mode {
-            std::thread::sleep(start_after);
+            // Wait the scenario's time, or until the destination has already ended.
+            let until = std::time::Instant::now() + start_after;
+            while std::time::Instant::now() < until && dst.try_wait().map_err(|e| e.to_string())?.is_none() {
+                std::thread::sleep(Duration::from_millis(20).min(until.saturating_duration_since(std::time::Instant::now())));
+            }
             // After a late start the migration may have failed already: QEMU refuses then.
             let _ = qs.reply("migrate-start-postcopy", json!({}))?;
         }
