@@ -21,6 +21,7 @@ macro_rules! out_raw {
 }
 
 mod campaign_cmd;
+mod import_cmd;
 mod real_cmd;
 mod stream_cmd;
 
@@ -39,6 +40,47 @@ use vmemsim_sim::{build, check_expectations, load, run_built, Built, Loaded};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Subcommand)]
+enum ImportFrom {
+    /// `vmemsim import qemu [OPTIONS] -- <qemu-system-x86_64 arguments>`: the source's command
+    /// line (and the destination's with --dest-cmdline) as a commented scenario.
+    Qemu {
+        /// Write the scenario here (default: stdout).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// The source's QEMU release (default 10.0.2).
+        #[arg(long)]
+        qemu: Option<vmemsim_model::QemuVersion>,
+        /// The destination's QEMU release (default: the source's).
+        #[arg(long)]
+        dest_qemu: Option<vmemsim_model::QemuVersion>,
+        /// Read the source's command line from a file (shell words; a libvirt log line works).
+        #[arg(long)]
+        cmdline: Option<PathBuf>,
+        /// The destination's command line, from a file (default: the source's).
+        #[arg(long)]
+        dest_cmdline: Option<PathBuf>,
+        /// A mount of the source: PATH:FS[:FREE] (FS hugetlbfs, hugetlbfs-1G, tmpfs, disk).
+        #[arg(long = "mount")]
+        mounts: Vec<String>,
+        /// A mount of the destination with what its quota has left: PATH:FS:FREE.
+        #[arg(long = "dest-mount")]
+        dest_mounts: Vec<String>,
+        /// Free huge pages on the destination: PAGE:FREE[:NODE], e.g. 2M:768M.
+        #[arg(long = "dest-hugepages")]
+        dest_hugepages: Vec<String>,
+        /// This host is the destination: read its mounts, quotas and free huge pages.
+        #[arg(long)]
+        host: bool,
+        /// A postcopy migration, migrate-start-postcopy at this time ("at-once", "1s", "40%").
+        #[arg(long)]
+        postcopy: Option<String>,
+        /// The source's qemu-system-x86_64 arguments.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -136,6 +178,11 @@ enum Command {
         scenario: PathBuf,
         /// Where to write the stream (`-`: stdout).
         output: PathBuf,
+    },
+    /// Write a scenario from a deployment: its QEMU command line.
+    Import {
+        #[command(subcommand)]
+        from: ImportFrom,
     },
     /// The destination process of `run --backend real` (internal).
     #[command(name = "__real-destination", hide = true)]
@@ -261,6 +308,9 @@ fn main() -> ExitCode {
         Command::Analyze { file, summary } => stream_cmd::analyze(&file, summary),
         Command::Preflight { file, backend, capacity, prealloc, machine, qemu } => stream_cmd::preflight(&file, &backend, &capacity, prealloc == "on", machine.as_deref(), qemu),
         Command::Encode { scenario, output } => stream_cmd::encode(&scenario, &output),
+        Command::Import { from: ImportFrom::Qemu { output, qemu, dest_qemu, cmdline, dest_cmdline, mounts, dest_mounts, dest_hugepages, host, postcopy, args } } => {
+            import_cmd::qemu(import_cmd::QemuArgs { output, qemu, dest_qemu, cmdline, dest_cmdline, mounts, dest_mounts, dest_hugepages, host, postcopy, args })
+        }
         Command::RealDestination { mount, files } => {
             use vmemsim_sim::real::child::{destination_main, Setup};
             let mounts: Result<Vec<_>, String> = mount.iter().map(|m| Setup::parse_mount(m)).collect();

@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 use std::time::Instant;
 
-use vmemsim_sim::conformance::vm::{compare, destination, live, live_mode, shape, source_state, workdir, Lab};
+use vmemsim_sim::conformance::vm::{compare, destination, imported, live, live_mode, shape, source_state, workdir, Lab};
 use vmemsim_sim::real::mounts::is_root;
 use vmemsim_sim::real::model_outcome;
 use vmemsim_model::wire::decode::Event;
@@ -32,6 +32,15 @@ fn lab_or_skip() -> Option<Lab> {
         }
         Err(e) => panic!("CI=true must provision QEMU: {e}"),
     }
+}
+
+/// The same case imported from the command lines QEMU ran with (`vmemsim import qemu`), on
+/// the model, against what QEMU did.
+fn imported_differs(lab: &Lab, row: &Path, sh: &vmemsim_sim::conformance::vm::Shape, qemu: &vmemsim_model::Outcome) -> Option<String> {
+    let l = imported(lab, sh, None).unwrap_or_else(|e| panic!("{}: import: {e}", row.display()));
+    let b = build(&l).unwrap_or_else(|e| panic!("{}: the imported scenario: {e}", row.display()));
+    let diffs = compare(&model_outcome(&b), qemu);
+    (!diffs.is_empty()).then(|| format!("{} (imported from its command lines): {}", row.display(), diffs.join("; ")))
 }
 
 /// A scenario as the lab's QEMU runs it: both sides on the lab's release, whatever the file says
@@ -89,6 +98,7 @@ fn real_qemu_table_matches_the_model() {
             if !diffs.is_empty() {
                 failures.push(format!("{}: {}", row.display(), diffs.join("; ")));
             }
+            failures.extend(imported_differs(&lab, &row, &sh, &qemu));
             // `vmemsim preflight` on QEMU's own stream predicts what QEMU's destination did.
             if machine == "new" {
                 let backend = backend_of("tmpfs-file", &sh.dest_quota.to_string()).unwrap();
@@ -118,6 +128,7 @@ fn restore_rows(lab: &Lab, rows: &[std::path::PathBuf], state: &Path, work: &Pat
         if !diffs.is_empty() {
             failures.push(format!("{}: {}", row.display(), diffs.join("; ")));
         }
+        failures.extend(imported_differs(lab, row, &sh, &qemu));
     }
     failures
 }
@@ -222,6 +233,21 @@ fn live_and_postcopy_migrations_match_the_model_on_both_sides() {
         }
         if !diffs.is_empty() {
             failures.push(format!("{row}: {}", diffs.join("; ")));
+        }
+        // The same migration imported from the command lines QEMU ran with.
+        let start = match mode {
+            vmemsim_sim::conformance::vm::LiveMode::Postcopy { start_after } if start_after.is_zero() => Some("at-once".to_string()),
+            vmemsim_sim::conformance::vm::LiveMode::Postcopy { start_after } => Some(format!("{}ms", start_after.as_millis())),
+            vmemsim_sim::conformance::vm::LiveMode::Precopy => None,
+        };
+        let il = imported(&lab, &sh, start.as_deref()).unwrap_or_else(|e| panic!("{row}: import: {e}"));
+        let imp = run(&il).unwrap_or_else(|e| panic!("{row}: the imported scenario: {e}"));
+        let mut diffs = compare(&imp.outcome, &qemu);
+        if !raced {
+            diffs.extend(source.compare(&imp.source));
+        }
+        if !diffs.is_empty() {
+            failures.push(format!("{row} (imported from its command lines): {}", diffs.join("; ")));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));

@@ -11,6 +11,7 @@ pub mod found;
 pub mod fuzzing;
 pub mod gen;
 pub mod hazards;
+pub mod import;
 pub mod load;
 pub mod oracle;
 pub mod properties;

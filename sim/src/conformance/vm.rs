@@ -152,27 +152,28 @@ impl MemFs {
     }
 }
 
-/// Starts QEMU with its memory files on `fs`, mounted in a mount namespace of QEMU's own (by
-/// util-linux's `unshare`, then a shell that mounts and execs QEMU, same pid): the mount is
-/// never seen on the host and goes with QEMU. QEMU dies with the thread that started it.
-fn qemu(lab: &Lab, sh: &Shape, fs: MemFs, dest: bool, dir: &Path, name: &str, incoming: Option<&Path>) -> Result<Child, String> {
+/// The file system the suite mounts for one side's memory files and its `size=` quota:
+/// ("hugetlbfs" or "tmpfs", bytes).
+pub fn memory_mount(sh: &Shape, dest: bool) -> (&'static str, u64) {
+    let fs = if dest { MemFs::of_destination(sh) } else { MemFs::of_source(sh) };
+    (if fs.hugetlb { "hugetlbfs" } else { "tmpfs" }, fs.quota)
+}
+
+/// The QEMU arguments (after the program) the suite starts one side with: memory files in
+/// `mem_dir`, the lab's kernel and initrd, serial and QMP in `dir` under `name`.
+pub fn command_line(sh: &Shape, dest: bool, mem_dir: &Path, lab_dir: &Path, dir: &Path, name: &str, incoming: Option<&Path>) -> Vec<String> {
     let regions: u64 = sh.devices.iter().map(|d| d.region).sum();
-    let mem_dir = dir.join(format!("{name}.mem"));
-    std::fs::create_dir_all(&mem_dir).map_err(|e| format!("{}: {e}", mem_dir.display()))?;
-    let (fstype, opts) = if fs.hugetlb { ("hugetlbfs", format!("pagesize=2M,size={}", fs.quota)) } else { ("tmpfs", format!("size={}", fs.quota)) };
-    let mut c = Command::new("unshare");
-    c.args(["--mount", "--propagation", "private", "--", "sh", "-c", "mount -t \"$1\" -o \"$2\" none \"$3\" && shift 3 && exec \"$@\"", "sh", fstype, &opts]);
-    c.arg(&mem_dir).arg(&lab.qemu);
-    let mem_dir = mem_dir.as_path();
-    c.args(["-machine", &sh.machine, "-accel", "tcg", "-cpu", "qemu64", "-smp", "1"]);
-    c.args(["-m", &format!("{}M,maxmem={}M", sh.main_ram >> 20, (sh.main_ram + regions + (1 << 30)) >> 20)]);
+    let mut c: Vec<String> = Vec::new();
+    let mut args = |a: &[&str]| c.extend(a.iter().map(|s| s.to_string()));
+    args(&["-machine", &sh.machine, "-accel", "tcg", "-cpu", "qemu64", "-smp", "1"]);
+    args(&["-m", &format!("{}M,maxmem={}M", sh.main_ram >> 20, (sh.main_ram + regions + (1 << 30)) >> 20)]);
     for (i, d) in sh.devices.iter().enumerate() {
         let prealloc = dest && d.dest_prealloc;
         // Without reserve=off a shared hugetlbfs mapping reserves all its pages at start-up
         // (real-qemu.md: "unable to map backing store for guest RAM").
         let reserve = if dest && sh.dest_hugetlb { ",reserve=off" } else { "" };
-        c.args(["-object", &format!("memory-backend-file,id=mem{i},mem-path={}/vmem{i},size={}M,share=on{reserve}", mem_dir.display(), d.region >> 20)]);
-        c.args([
+        args(&["-object", &format!("memory-backend-file,id=mem{i},mem-path={}/vmem{i},size={}M,share=on{reserve}", mem_dir.display(), d.region >> 20)]);
+        args(&[
             "-device",
             &format!(
                 "virtio-mem-pci,id=vmem{i},memdev=mem{i},addr={},requested-size={}M,block-size={}M,prealloc={}",
@@ -183,17 +184,32 @@ fn qemu(lab: &Lab, sh: &Shape, fs: MemFs, dest: bool, dir: &Path, name: &str, in
             ),
         ]);
     }
-    c.arg("-kernel").arg(lab.dir.join("vmlinuz")).arg("-initrd").arg(lab.dir.join("initrd.gz"));
-    c.args(["-append", "console=ttyS0 memhp_default_state=online quiet", "-display", "none", "-monitor", "none", "-nodefaults"]);
-    c.arg("-serial").arg(format!("file:{}", dir.join(format!("{name}.serial")).display()));
-    c.arg("-qmp").arg(format!("unix:{},server=on,wait=off", dir.join(format!("{name}.qmp")).display()));
+    let path = |p: PathBuf| p.display().to_string();
+    args(&["-kernel", &path(lab_dir.join("vmlinuz")), "-initrd", &path(lab_dir.join("initrd.gz"))]);
+    args(&["-append", "console=ttyS0 memhp_default_state=online quiet", "-display", "none", "-monitor", "none", "-nodefaults"]);
+    args(&["-serial", &format!("file:{}", dir.join(format!("{name}.serial")).display())]);
+    args(&["-qmp", &format!("unix:{},server=on,wait=off", dir.join(format!("{name}.qmp")).display())]);
     if let Some(state) = incoming {
         if state == Path::new("defer") {
-            c.args(["-incoming", "defer"]);
+            args(&["-incoming", "defer"]);
         } else {
-            c.arg("-incoming").arg(format!("file:{}", state.display()));
+            args(&["-incoming", &format!("file:{}", state.display())]);
         }
     }
+    c
+}
+
+/// Starts QEMU with its memory files on `fs`, mounted in a mount namespace of QEMU's own (by
+/// util-linux's `unshare`, then a shell that mounts and execs QEMU, same pid): the mount is
+/// never seen on the host and goes with QEMU. QEMU dies with the thread that started it.
+fn qemu(lab: &Lab, sh: &Shape, fs: MemFs, dest: bool, dir: &Path, name: &str, incoming: Option<&Path>) -> Result<Child, String> {
+    let mem_dir = dir.join(format!("{name}.mem"));
+    std::fs::create_dir_all(&mem_dir).map_err(|e| format!("{}: {e}", mem_dir.display()))?;
+    let (fstype, opts) = if fs.hugetlb { ("hugetlbfs", format!("pagesize=2M,size={}", fs.quota)) } else { ("tmpfs", format!("size={}", fs.quota)) };
+    let mut c = Command::new("unshare");
+    c.args(["--mount", "--propagation", "private", "--", "sh", "-c", "mount -t \"$1\" -o \"$2\" none \"$3\" && shift 3 && exec \"$@\"", "sh", fstype, &opts]);
+    c.arg(&mem_dir).arg(&lab.qemu);
+    c.args(command_line(sh, dest, &mem_dir, &lab.dir, dir, name, incoming));
     c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
     die_with_parent(&mut c);
     c.spawn().map_err(|e| format!("unshare ... qemu-system-x86_64: {e}"))
@@ -528,4 +544,32 @@ mod tests {
         assert_eq!(without_pointers("copy host: 0x1 from: 0x2 (size: 4096)"), "copy host: <pointer> from: <pointer> (size: 4096)");
         assert_eq!(without_pointers("no pointer here"), "no pointer here");
     }
+}
+
+/// The scenario `vmemsim import qemu` writes from the command lines this suite starts QEMU
+/// with (source and destination), with the mounts the suite gives them: the same case, from
+/// the operator's side. `postcopy` is the live harness's start time.
+pub fn imported(lab: &Lab, sh: &Shape, postcopy: Option<&str>) -> Result<crate::load::Loaded, String> {
+    use crate::import::qemu::{import_qemu, Import, MountFact};
+    let (src_dir, dst_dir, work) = (Path::new("/run/vmemsim-lab/src.mem"), Path::new("/run/vmemsim-lab/dst.mem"), Path::new("/run/vmemsim-lab"));
+    let (src_fs, _) = memory_mount(sh, false);
+    let (dst_fs, dst_quota) = memory_mount(sh, true);
+    let fact = |dir: &Path, fs: &str, free: Option<u64>| MountFact {
+        path: dir.display().to_string(),
+        fs: fs.to_string(),
+        page_size: (fs == "hugetlbfs").then_some(2 << 20),
+        free,
+    };
+    let program = |args: Vec<String>| std::iter::once(lab.qemu.display().to_string()).chain(args).collect::<Vec<_>>();
+    let i = Import {
+        source: program(command_line(sh, false, src_dir, &lab.dir, work, "src", None)),
+        destination: Some(program(command_line(sh, true, dst_dir, &lab.dir, work, "dst", Some(Path::new("defer"))))),
+        source_qemu: Some(lab.version),
+        source_mounts: vec![fact(src_dir, src_fs, None)],
+        destination_mounts: vec![fact(dst_dir, dst_fs, Some(dst_quota))],
+        postcopy: postcopy.map(str::to_string),
+        ..Import::default()
+    };
+    let text = import_qemu(&i)?;
+    crate::load::parse(Path::new("<imported>"), &text).map_err(|e| format!("{e}\n{text}"))
 }

@@ -1,0 +1,88 @@
+//! This host's facts for an import or a preflight: which file system each mount point is
+//! (`/proc/self/mounts`), what a mount's `size=` quota has left (statvfs), and the free huge
+//! pages per size and NUMA node (sysfs).
+
+use super::qemu::{HugeFact, MountFact};
+
+/// The hugetlbfs, tmpfs and other mounts of this host; `with_free` reads each quota's free
+/// space (`f_bavail * f_bsize`) where the mount has a quota.
+pub fn mounts(with_free: bool) -> Result<Vec<MountFact>, String> {
+    let text = std::fs::read_to_string("/proc/self/mounts").map_err(|e| format!("/proc/self/mounts: {e}"))?;
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let f: Vec<&str> = line.split(' ').collect();
+        let [_, path, fstype, opts, ..] = f.as_slice() else { continue };
+        // /proc/mounts escapes spaces and other bytes as \ooo.
+        let path = unescape(path);
+        let (fs, page_size) = match *fstype {
+            "hugetlbfs" => {
+                let page = opts.split(',').find_map(|o| o.strip_prefix("pagesize=")).and_then(|p| crate::import::qemu_args::size(p, 1).ok()).unwrap_or(2 << 20);
+                ("hugetlbfs", Some(page))
+            }
+            "tmpfs" => ("tmpfs", None),
+            "proc" | "sysfs" | "cgroup" | "cgroup2" | "devpts" | "mqueue" | "debugfs" | "tracefs" | "securityfs" | "pstore" | "bpf" | "autofs" | "configfs" | "fusectl" | "binfmt_misc" | "devtmpfs" | "nsfs" => continue,
+            _ => ("disk", None),
+        };
+        let has_quota = opts.split(',').any(|o| o.starts_with("size=") || o.starts_with("nr_inodes=")) || fs == "tmpfs";
+        let free = if with_free && fs != "disk" && has_quota { statvfs_free(&path) } else { None };
+        out.push(MountFact { path, fs: fs.to_string(), page_size, free });
+    }
+    Ok(out)
+}
+
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+            out.push(((b[i + 1] - b'0') << 6) | ((b[i + 2] - b'0') << 3) | (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn statvfs_free(path: &str) -> Option<u64> {
+    let st = rustix::fs::statvfs(path).ok()?;
+    // A hugetlbfs without size= reports no blocks: no quota.
+    if st.f_blocks == 0 {
+        return None;
+    }
+    st.f_bavail.checked_mul(st.f_bsize)
+}
+
+/// Free huge pages per size, system-wide (`/sys/kernel/mm/hugepages`) and, with `per_node`,
+/// per NUMA node (`/sys/devices/system/node/nodeN/hugepages`).
+pub fn hugepages(per_node: bool) -> Vec<HugeFact> {
+    let mut out = Vec::new();
+    let read_dir = |dir: &std::path::Path, node: Option<u32>, out: &mut Vec<HugeFact>| {
+        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        let mut found: Vec<HugeFact> = entries
+            .filter_map(Result::ok)
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                let kb: u64 = name.strip_prefix("hugepages-")?.strip_suffix("kB")?.parse().ok()?;
+                let free: u64 = std::fs::read_to_string(e.path().join("free_hugepages")).ok()?.trim().parse().ok()?;
+                Some(HugeFact { page_size: kb << 10, node, free: free.saturating_mul(kb << 10) })
+            })
+            .collect();
+        found.sort_by_key(|h| h.page_size);
+        out.extend(found);
+    };
+    if per_node {
+        let mut nodes: Vec<u32> = std::fs::read_dir("/sys/devices/system/node")
+            .map(|d| d.filter_map(Result::ok).filter_map(|e| e.file_name().to_str()?.strip_prefix("node")?.parse().ok()).collect())
+            .unwrap_or_default();
+        nodes.sort_unstable();
+        for n in nodes {
+            read_dir(&std::path::Path::new("/sys/devices/system/node").join(format!("node{n}/hugepages")), Some(n), &mut out);
+        }
+    } else {
+        read_dir(std::path::Path::new("/sys/kernel/mm/hugepages"), None, &mut out);
+    }
+    out
+}

@@ -1,0 +1,122 @@
+//! `vmemsim import qemu`: a deployment's command line as a scenario.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use vmemsim_model::QemuVersion;
+use vmemsim_sim::import::host;
+use vmemsim_sim::import::qemu::{import_qemu, HugeFact, Import, MountFact};
+use vmemsim_sim::import::qemu_args::size;
+
+/// What `vmemsim import qemu` was given.
+pub struct QemuArgs {
+    pub output: Option<PathBuf>,
+    pub qemu: Option<QemuVersion>,
+    pub dest_qemu: Option<QemuVersion>,
+    pub cmdline: Option<PathBuf>,
+    pub dest_cmdline: Option<PathBuf>,
+    pub mounts: Vec<String>,
+    pub dest_mounts: Vec<String>,
+    pub dest_hugepages: Vec<String>,
+    pub host: bool,
+    pub postcopy: Option<String>,
+    pub args: Vec<String>,
+}
+
+/// `PATH:FS[:FREE]`, FS `hugetlbfs` (2M pages), `hugetlbfs-1G`, `tmpfs` or `disk`.
+fn mount(arg: &str, flag: &str) -> Result<MountFact, String> {
+    let bad = |why: &str| format!("{flag} {arg}: {why} (write PATH:FS[:FREE], FS hugetlbfs, hugetlbfs-1G, tmpfs or disk)");
+    let mut parts = arg.rsplitn(3, ':').collect::<Vec<_>>();
+    parts.reverse();
+    // PATH may hold no ':' itself; the last one or two fields are FS and FREE.
+    let (path, fs, free) = match parts.as_slice() {
+        [p, fs] => (*p, *fs, None),
+        [p, fs, free] if ["hugetlbfs", "hugetlbfs-1G", "tmpfs", "disk"].contains(fs) => (*p, *fs, Some(*free)),
+        [p, q, fs] => (&arg[..p.len() + 1 + q.len()], *fs, None),
+        _ => return Err(bad("no file system")),
+    };
+    let (fs, page) = match fs {
+        "hugetlbfs" => ("hugetlbfs", Some(2 << 20)),
+        "hugetlbfs-1G" => ("hugetlbfs", Some(1 << 30)),
+        "tmpfs" => ("tmpfs", None),
+        "disk" => ("disk", None),
+        _ => return Err(bad("unknown file system")),
+    };
+    if !path.starts_with('/') {
+        return Err(bad("the path must be absolute"));
+    }
+    let free = free.map(|f| size(f, 1).map_err(|e| bad(&e))).transpose()?;
+    Ok(MountFact { path: path.trim_end_matches('/').to_string(), fs: fs.into(), page_size: page, free })
+}
+
+/// `SIZE:FREE[:NODE]`, e.g. `2M:768M` or `2M:512M:1`.
+fn hugepages(arg: &str) -> Result<HugeFact, String> {
+    let bad = |why: String| format!("--dest-hugepages {arg}: {why} (write PAGE:FREE[:NODE], e.g. 2M:768M or 2M:512M:1)");
+    let f: Vec<&str> = arg.split(':').collect();
+    let (page, free, node) = match f.as_slice() {
+        [p, fr] => (*p, *fr, None),
+        [p, fr, n] => (*p, *fr, Some(n.parse::<u32>().map_err(|_| bad(format!("'{n}' is not a node number")))?)),
+        _ => return Err(bad("expected two or three fields".into())),
+    };
+    Ok(HugeFact { page_size: size(page, 1).map_err(bad)?, node, free: size(free, 1).map_err(bad)? })
+}
+
+fn words(path: &Path) -> Result<Vec<String>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    // A libvirt log or a shell script: backslash-newline continues a line.
+    let joined = text.replace("\\\n", " ");
+    let words = shell_words::split(&joined).map_err(|e| format!("{}: {e}", path.display()))?;
+    // Skip environment assignments before the program (libvirt logs start with LC_ALL=C ...).
+    Ok(words.into_iter().skip_while(|w| !w.starts_with('-') && w.contains('=')).collect())
+}
+
+pub fn qemu(a: QemuArgs) -> Result<ExitCode, String> {
+    let source = match (&a.cmdline, a.args.is_empty()) {
+        (Some(_), false) => return Err("give the source's command line after -- or with --cmdline FILE, not both".into()),
+        (Some(f), true) => words(f)?,
+        (None, false) => a.args.clone(),
+        (None, true) => return Err("give the source's QEMU command line after --, or --cmdline FILE".into()),
+    };
+    let destination = a.dest_cmdline.as_deref().map(words).transpose()?;
+    let mut i = Import { source, destination, source_qemu: a.qemu, destination_qemu: a.dest_qemu, postcopy: a.postcopy.clone(), ..Import::default() };
+    for m in &a.mounts {
+        i.source_mounts.push(mount(m, "--mount")?);
+    }
+    for m in &a.dest_mounts {
+        i.destination_mounts.push(mount(m, "--dest-mount")?);
+    }
+    for h in &a.dest_hugepages {
+        i.destination_hugepages.push(hugepages(h)?);
+    }
+    if a.host {
+        let here = host::mounts(true)?;
+        let per_node = i.source.iter().any(|w| w.contains("host-nodes"));
+        let huge = host::hugepages(per_node);
+        i.said.push(format!(
+            "--host: this host is the destination: mounts and what their quotas have left from /proc/self/mounts and statvfs, free huge pages from {}",
+            if per_node { "/sys/devices/system/node/node*/hugepages" } else { "/sys/kernel/mm/hugepages" }
+        ));
+        i.said.push("--host: the source's memory files are taken to be on the same file systems as here".into());
+        // Given flags win over what the host says.
+        for m in &here {
+            if !i.destination_mounts.iter().any(|d| d.path == m.path) {
+                i.destination_mounts.push(m.clone());
+            }
+            if !i.source_mounts.iter().any(|d| d.path == m.path) {
+                i.source_mounts.push(MountFact { free: None, ..m.clone() });
+            }
+        }
+        if i.destination_hugepages.is_empty() {
+            i.destination_hugepages = huge;
+        }
+    }
+    let text = import_qemu(&i)?;
+    match &a.output {
+        Some(p) => {
+            std::fs::write(p, &text).map_err(|e| format!("{}: {e}", p.display()))?;
+            eprintln!("wrote {}: run it with `vmemsim run {}`", p.display(), p.display());
+        }
+        None => print!("{text}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
