@@ -55,7 +55,7 @@ fn shipped_scenarios_agree_on_real_memory() {
         ran.push(f.file_name().unwrap().to_string_lossy().to_string());
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
-    for must in ["new-prealloc-short.toml", "new-noprealloc-short.toml", "old-prealloc-short.toml", "old-noprealloc-short.toml", "new-prealloc-enough.toml", "old-prealloc-enough.toml", "two-devices-short-hugetlb.toml", "big-sparse-region.toml", "per-device-mounts.toml", "shared-mount.toml", "main-ram-on-the-pool.toml", "main-ram-on-the-pool-prealloc.toml", "hugetlbfs-reserve-on.toml"] {
+    for must in ["new-prealloc-short.toml", "new-noprealloc-short.toml", "old-prealloc-short.toml", "old-noprealloc-short.toml", "new-prealloc-enough.toml", "old-prealloc-enough.toml", "two-devices-short-hugetlb.toml", "big-sparse-region.toml", "per-device-mounts.toml", "shared-mount.toml", "main-ram-on-the-pool.toml", "main-ram-on-the-pool-prealloc.toml", "hugetlbfs-reserve-on.toml", "libvirt-hugepages-private.toml", "libvirt-hugepages-private-enough.toml"] {
         assert!(ran.iter().any(|r| r == must), "{must} ran on real memory: {ran:?}");
     }
 }

@@ -71,6 +71,8 @@ pub struct Memdev {
     /// `reserve` (QEMU's default on): without `reserve=off` QEMU maps without MAP_NORESERVE,
     /// and a hugetlb mapping reserves all its pages at mmap.
     pub reserve: bool,
+    /// `share=off` on a file: a MAP_PRIVATE mapping of the file (hugetlbfs only here).
+    pub private: bool,
     /// The backend's own `prealloc=on`: populated when the backend is created (virtio-mem
     /// refuses such a memdev; main RAM takes it).
     pub prealloc: bool,
@@ -107,12 +109,14 @@ pub struct BlockMemory {
     pub draws: Vec<Vec<LimitId>>,
     /// A hugetlb mapping without MAP_NORESERVE: all its pages are reserved at mmap.
     pub reserve: bool,
+    /// A MAP_PRIVATE mapping of a file (`share=off`).
+    pub private: bool,
 }
 
 impl BlockMemory {
     /// Ordinary guest RAM (`-m`): private anonymous memory that nothing limits here.
     pub fn main_ram() -> BlockMemory {
-        BlockMemory { backend: Backend::unlimited(BackendKind::PrivateAnonymous), mount: None, draws: Vec::new(), reserve: false }
+        BlockMemory { backend: Backend::unlimited(BackendKind::PrivateAnonymous), mount: None, draws: Vec::new(), reserve: false, private: false }
     }
 }
 
@@ -130,6 +134,7 @@ impl Memory {
                 host_nodes: Vec::new(),
                 // The older form is what the conformance suite runs: reserve=off.
                 reserve: false,
+                private: false,
                 prealloc: false,
             })
             .collect();
@@ -185,7 +190,7 @@ impl Memory {
     pub fn block_memory(&self, m: &Memdev) -> BlockMemory {
         // hostmem: `ram_flags |= backend->reserve ? 0 : RAM_NORESERVE`; only hugetlb reserves
         // pages at mmap (shmem and anonymous memory only account them).
-        BlockMemory { backend: m.backend(), mount: m.mount, draws: self.draws(m), reserve: m.reserve && m.kind.is_hugetlb() }
+        BlockMemory { backend: m.backend(), mount: m.mount, draws: self.draws(m), reserve: m.reserve && m.kind.is_hugetlb(), private: m.private }
     }
 
     /// Where a competitor takes memory from when a scenario does not say: the first limit
@@ -201,7 +206,7 @@ mod tests {
     use super::*;
 
     fn hugetlb(id: &str, nodes: Vec<u32>, mount: Option<usize>) -> Memdev {
-        Memdev { id: id.into(), kind: BackendKind::Hugetlbfs, page_size: Bytes::mib(2), mount: mount.map(LimitId), host_nodes: nodes, reserve: false, prealloc: false, object: String::new() }
+        Memdev { id: id.into(), kind: BackendKind::Hugetlbfs, page_size: Bytes::mib(2), mount: mount.map(LimitId), host_nodes: nodes, reserve: false, private: false, prealloc: false, object: String::new() }
     }
 
     #[test]

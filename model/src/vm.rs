@@ -47,6 +47,8 @@ pub struct RamBlockInfo {
     pub device: Option<usize>,
     /// Its kind of memory and page size.
     pub backend: Backend,
+    /// A MAP_PRIVATE mapping of a file (`share=off`).
+    pub private_file: bool,
 }
 
 /// A QEMU process: devices, RAM blocks, and the memory behind them.
@@ -150,12 +152,12 @@ impl<H: HostMemory> Vm<H> {
                     message: format!("qemu_prealloc_mem: preallocating memory failed: {}", e.errno),
                 })?;
             }
-            blocks.push(RamBlockInfo { name, id, len: cfg.main_ram, device: None, backend: mem.backend });
+            blocks.push(RamBlockInfo { name, id, len: cfg.main_ram, device: None, backend: mem.backend, private_file: mem.private });
         }
         for (name, len) in &cfg.extra_ram {
             let mem = BlockMemory::main_ram();
             let id = add(&mut host, name, &mem, *len).expect("memory without a reservation always maps");
-            blocks.push(RamBlockInfo { name: name.clone(), id, len: *len, device: None, backend: mem.backend });
+            blocks.push(RamBlockInfo { name: name.clone(), id, len: *len, device: None, backend: mem.backend, private_file: mem.private });
         }
         let mut devices = Vec::new();
         let mut lines = Vec::new();
@@ -169,7 +171,7 @@ impl<H: HostMemory> Vm<H> {
             let memdev = cfg.memory.memdev(&d.memdev).expect("checked before any block was added");
             let mem = cfg.memory.block_memory(memdev);
             let id = add(&mut host, &name, &mem, d.region_size).map_err(|e| map_failed(&memdev.object, e))?;
-            blocks.push(RamBlockInfo { name, id, len: d.region_size, device: Some(i), backend: mem.backend });
+            blocks.push(RamBlockInfo { name, id, len: d.region_size, device: Some(i), backend: mem.backend, private_file: mem.private });
             devices.push(VirtioMem::new(realized, id, cfg.variant));
         }
         Ok(Vm { qemu: cfg.qemu, machine: cfg.machine.clone(), devices, host, blocks, lines, variant: cfg.variant })

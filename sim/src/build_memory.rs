@@ -148,12 +148,14 @@ fn memdev(l: &Loaded, at: usize, m: &MemdevSpec, limits: &[Limit], field: &str, 
         }
         BackendType::File => {
             let Some(path) = &m.mem_path else { return bad("mem_path", "memory-backend-file needs mem_path".into()) };
-            if m.share != Some(true) {
-                return bad("share", "a memory-backend-file without share=on (a private file mapping) is not modelled; write share = true".into());
-            }
             let Some((id, fs)) = mount_of(path, limits) else {
                 return bad("mem_path", format!("'{path}' is not under any mount of this side: add the [[mount]] it lives on (fs = \"hugetlbfs\", \"tmpfs\" or \"disk\")"));
             };
+            // share=off (QEMU's default for files): a private mapping; modelled on hugetlbfs,
+            // where its pages come from the pool as a shared mapping's do.
+            if m.share != Some(true) && !matches!(fs, MountFs::Hugetlbfs(_)) {
+                return bad("share", "a memory-backend-file without share=on (a private file mapping) is modelled on hugetlbfs only; write share = true".into());
+            }
             match fs {
                 MountFs::Hugetlbfs(page) => (BackendKind::Hugetlbfs, page, Some(id)),
                 MountFs::Tmpfs => (BackendKind::TmpfsFile, Bytes(4096), Some(id)),
@@ -163,7 +165,8 @@ fn memdev(l: &Loaded, at: usize, m: &MemdevSpec, limits: &[Limit], field: &str, 
     };
     let host_nodes = if m.policy == Some(PolicySpec::Bind) { m.host_nodes.clone() } else { Vec::new() };
     let object = m.object.clone().unwrap_or_else(|| object_text(m, size));
-    Ok(Memdev { id: m.id.clone(), kind, page_size, mount, host_nodes, reserve: m.reserve.unwrap_or(true), prealloc: m.prealloc, object })
+    let private = m.backend == BackendType::File && m.share != Some(true);
+    Ok(Memdev { id: m.id.clone(), kind, page_size, mount, host_nodes, reserve: m.reserve.unwrap_or(true), private, prealloc: m.prealloc, object })
 }
 
 /// The `-object` option as a command line would write it, when the scenario does not give

@@ -52,6 +52,8 @@ pub struct Destination<H: HostMemory> {
     placement_error: Option<crate::host::HostError>,
     /// How many of the VM's own lines (realize, request warnings) were already copied.
     vm_lines_seen: usize,
+    /// `warn_report_once` of a discard on a private file mapping has been printed.
+    warned_private_discard: bool,
     eof: bool,
     /// idstr → device, for the early and the late sections (the first device of an idstr):
     /// one lookup per section, whatever the number of devices.
@@ -77,6 +79,9 @@ fn placement_line(block: &str, err: crate::host::HostError, zero: bool, page: u6
 fn load_failed(errno: Errno) -> String {
     format!("load of migration failed: {}", errno.strerror())
 }
+
+/// `ram_block_discard_range`'s warning for a private file mapping, as QEMU 10.0.2 printed it.
+pub const PRIVATE_DISCARD_WARNING: &str = "warning: ram_block_discard_range: Discarding RAM in private file mappings is possibly dangerous, because it will modify the underlying file and will affect other users of the file";
 
 impl<H: HostMemory> Destination<H> {
     /// A destination started with `-incoming`: realize skipped the initial discard.
@@ -109,6 +114,7 @@ impl<H: HostMemory> Destination<H> {
             preallocated: vec![false; n],
             lines,
             vm_lines_seen,
+            warned_private_discard: false,
             placement_error: None,
             eof: false,
         }
@@ -214,8 +220,9 @@ impl<H: HostMemory> Destination<H> {
             return Err(self.fail(Stage::Advise, l));
         }
         self.postcopy = PostcopyState::Advise;
-        for b in &self.vm.blocks {
-            self.vm.host.discard(b.id, Bytes::ZERO, b.len).expect("the model's discard does not fail");
+        let blocks: Vec<(crate::host::RamBlockId, Bytes)> = self.vm.blocks.iter().map(|b| (b.id, b.len)).collect();
+        for (id, len) in blocks {
+            self.discard(id, Bytes::ZERO, len).expect("the model's discard does not fail");
         }
         for r in &mut self.received {
             *r = RangeSet::new();
@@ -353,12 +360,23 @@ impl<H: HostMemory> Destination<H> {
         self.preallocated[d] = true;
         if self.postcopy_advised() && self.vm.variant != Variant::NoDiscardAfterPrealloc {
             let len = self.vm.devices[d].region_size();
-            if self.vm.host.discard(rb, Bytes::ZERO, len).is_err() {
+            if self.discard(rb, Bytes::ZERO, len).is_err() {
                 let l = vec![section_error(idstr), load_failed(Errno::Busy)];
                 return Err(self.fail(Stage::EarlySection(idstr.to_string()), l));
             }
         }
         Ok(())
+    }
+
+    /// `ram_block_discard_range` (system/physmem.c): on a private file mapping it warns, once
+    /// per process (`warn_report_once`; observed on QEMU 10.0.2 restoring onto hugetlbfs with
+    /// share=off), before it punches the hole.
+    fn discard(&mut self, block: crate::host::RamBlockId, off: Bytes, len: Bytes) -> Result<(), crate::host::HostError> {
+        if !self.warned_private_discard && self.vm.blocks.iter().any(|b| b.id == block && b.private_file) {
+            self.warned_private_discard = true;
+            self.lines.push(PRIVATE_DISCARD_WARNING.into());
+        }
+        self.vm.host.discard(block, off, len)
     }
 
     fn local_block(&mut self, stream_block: usize, stage: Stage) -> Result<usize, Outcome> {
@@ -459,7 +477,7 @@ impl<H: HostMemory> Destination<H> {
         let local = self.local_block(block, Stage::PostcopyDiscard)?;
         let id = self.vm.blocks[local].id;
         for &(off, len) in ranges {
-            self.vm.host.discard(id, off, len).expect("the model's discard does not fail");
+            self.discard(id, off, len).expect("the model's discard does not fail");
             self.received[local].remove(off.0, off.0 + len.0);
         }
         Ok(())
@@ -524,7 +542,7 @@ impl<H: HostMemory> Destination<H> {
         let rb = dev.ram_block();
         let runs: Vec<(Bytes, Bytes)> = dev.unplugged_runs().into_iter().map(|r| dev.run_bytes(r)).collect();
         for (off, len) in runs {
-            if self.vm.host.discard(rb, off, len).is_err() {
+            if self.discard(rb, off, len).is_err() {
                 return Err(self.fail(stage, vec![section_error(&l.idstr), load_failed(Errno::Inval)]));
             }
         }

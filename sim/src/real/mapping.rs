@@ -34,6 +34,8 @@ pub enum Backing<'a> {
     Memfd { hugetlb: bool },
     /// A file at this path (on a tmpfs or hugetlbfs mount).
     File(&'a Path),
+    /// A file at this path, mapped MAP_PRIVATE (QEMU's `share=off`).
+    PrivateFile(&'a Path),
     /// A file without a name in this directory (`O_TMPFILE`): nothing is left behind when the
     /// process ends, however it ends.
     TempFile(&'a Path),
@@ -56,10 +58,10 @@ impl Mapping {
                 rustix::fs::ftruncate(&fd, len as u64)?;
                 (Some(fd), true)
             }
-            Backing::File(path) => {
+            Backing::File(path) | Backing::PrivateFile(path) => {
                 let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(path)?;
                 file.set_len(len as u64)?;
-                (Some(OwnedFd::from(file)), true)
+                (Some(OwnedFd::from(file)), matches!(backing, Backing::File(_)))
             }
             Backing::TempFile(dir) => {
                 let file = OpenOptions::new().read(true).write(true).custom_flags(libc::O_TMPFILE).mode(0o600).open(dir)?;

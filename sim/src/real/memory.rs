@@ -123,7 +123,8 @@ impl HostSetup for RealMemory {
             BackendKind::MemfdHugetlb if !one_mount => Mapping::new(Backing::Memfd { hugetlb: true }, size, page, name, mem.reserve),
             kind => {
                 let at = dir(mem.mount).join(&file_name);
-                Mapping::new(Backing::File(&at), size, if kind.is_hugetlb() { page } else { PAGE }, name, mem.reserve)
+                let backing = if mem.private { Backing::PrivateFile(&at) } else { Backing::File(&at) };
+                Mapping::new(backing, size, if kind.is_hugetlb() { page } else { PAGE }, name, mem.reserve)
             }
         };
         let map = match result {
