@@ -131,7 +131,7 @@ fn two_devices_on_one_memdev_are_refused_with_qemus_words() {
 fn mistakes_name_the_field_and_the_line() {
     let cases: [(String, &str, &str); 8] = [
         (quotas("1G", "1G").replace("/mnt/a/guest", "/srv/guest"), "source.memdev.mem_path", "'/srv/guest' is not under any mount of this side"),
-        (quotas("1G", "1G").replacen("share = true\n", "", 1), "source.memdev.share", "write share = true"),
+        (quotas("1G", "1G").replacen("fs = \"hugetlbfs\"", "fs = \"tmpfs\"", 1).replacen("share = true\n", "", 1), "source.memdev.share", "modelled on hugetlbfs only; write share = true"),
         (quotas("1G", "1G").replacen("memdev = \"mem0\"", "memdev = \"mem9\"", 1), "device.memdev", "the source has no memdev 'mem9' (its memdevs: mem0, mem1)"),
         (quotas("1G", "1G").replacen("id = \"mem1\"", "id = \"mem0\"", 1), "source.memdev.id", "memdev id 'mem0' is used twice"),
         (quotas("1G", "1G").replacen("fs = \"hugetlbfs\"", "fs = \"hugetlbfs\"\npage_size = \"4M\"", 1), "source.mount.page_size", "x86-64 huge pages are 2M or 1G, not 4 MiB"),
