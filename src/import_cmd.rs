@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use vmemsim_model::QemuVersion;
-use vmemsim_sim::import::host;
+use vmemsim_sim::import::{host, libvirt};
 use vmemsim_sim::import::qemu::{import_qemu, HugeFact, Import, MountFact};
 use vmemsim_sim::import::qemu_args::size;
 
@@ -70,14 +70,33 @@ fn words(path: &Path) -> Result<Vec<String>, String> {
     Ok(words.into_iter().skip_while(|w| !w.starts_with('-') && w.contains('=')).collect())
 }
 
+/// The domain XML files of `vmemsim import libvirt`.
+pub struct Domains {
+    pub source: PathBuf,
+    pub destination: Option<PathBuf>,
+}
+
 pub fn qemu(a: QemuArgs) -> Result<ExitCode, String> {
-    let source = match (&a.cmdline, a.args.is_empty()) {
-        (Some(_), false) => return Err("give the source's command line after -- or with --cmdline FILE, not both".into()),
-        (Some(f), true) => words(f)?,
-        (None, false) => a.args.clone(),
-        (None, true) => return Err("give the source's QEMU command line after --, or --cmdline FILE".into()),
+    run(a, None)
+}
+
+pub fn libvirt(a: QemuArgs, d: Domains) -> Result<ExitCode, String> {
+    run(a, Some(d))
+}
+
+fn run(a: QemuArgs, domains: Option<Domains>) -> Result<ExitCode, String> {
+    let (source, destination) = match &domains {
+        Some(_) => (Vec::new(), None),
+        None => {
+            let source = match (&a.cmdline, a.args.is_empty()) {
+                (Some(_), false) => return Err("give the source's command line after -- or with --cmdline FILE, not both".into()),
+                (Some(f), true) => words(f)?,
+                (None, false) => a.args.clone(),
+                (None, true) => return Err("give the source's QEMU command line after --, or --cmdline FILE".into()),
+            };
+            (source, a.dest_cmdline.as_deref().map(words).transpose()?)
+        }
     };
-    let destination = a.dest_cmdline.as_deref().map(words).transpose()?;
     let mut i = Import { source, destination, source_qemu: a.qemu, destination_qemu: a.dest_qemu, postcopy: a.postcopy.clone(), ..Import::default() };
     for m in &a.mounts {
         i.source_mounts.push(mount(m, "--mount")?);
@@ -90,7 +109,7 @@ pub fn qemu(a: QemuArgs) -> Result<ExitCode, String> {
     }
     if a.host {
         let here = host::mounts(true)?;
-        let per_node = i.source.iter().any(|w| w.contains("host-nodes"));
+        let per_node = i.source.iter().any(|w| w.contains("host-nodes")) || domains.as_ref().is_some_and(|d| std::fs::read_to_string(&d.source).is_ok_and(|x| x.contains("nodemask") || x.contains("numatune")));
         let huge = host::hugepages(per_node);
         i.said.push(format!(
             "--host: this host is the destination: mounts and what their quotas have left from /proc/self/mounts and statvfs, free huge pages from {}",
@@ -108,6 +127,19 @@ pub fn qemu(a: QemuArgs) -> Result<ExitCode, String> {
         }
         if i.destination_hugepages.is_empty() {
             i.destination_hugepages = huge;
+        }
+    }
+    if let Some(d) = &domains {
+        let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()));
+        let (args, notes) = libvirt::command_line(&read(&d.source)?, &i.source_mounts).map_err(|e| format!("{}: {e}", d.source.display()))?;
+        i.said.push(format!("translated from {} as libvirt's QEMU driver writes a domain's memory (qemuBuildMemoryBackendProps, qemuBuildMemoryDeviceProps)", d.source.display()));
+        i.said.extend(notes.iter().map(|n| format!("{}: {n}", d.source.display())));
+        i.source = args;
+        if let Some(dp) = &d.destination {
+            let mounts = if i.destination_mounts.is_empty() { i.source_mounts.clone() } else { i.destination_mounts.clone() };
+            let (dargs, dnotes) = libvirt::command_line(&read(dp)?, &mounts).map_err(|e| format!("{}: {e}", dp.display()))?;
+            i.said.extend(dnotes.iter().map(|n| format!("{}: {n}", dp.display())));
+            i.destination = Some(dargs);
         }
     }
     let text = import_qemu(&i)?;

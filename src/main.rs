@@ -81,6 +81,39 @@ enum ImportFrom {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// `vmemsim import libvirt DOMAIN.xml`: a libvirt domain (as `virsh dumpxml` prints it),
+    /// translated as libvirt's QEMU driver writes its memory, as a commented scenario.
+    Libvirt {
+        /// The source's domain XML.
+        domain: PathBuf,
+        /// The destination's domain XML (default: the source's).
+        #[arg(long)]
+        dest_xml: Option<PathBuf>,
+        /// Write the scenario here (default: stdout).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// The source's QEMU release (default 10.0.2).
+        #[arg(long)]
+        qemu: Option<vmemsim_model::QemuVersion>,
+        /// The destination's QEMU release (default: the source's).
+        #[arg(long)]
+        dest_qemu: Option<vmemsim_model::QemuVersion>,
+        /// A mount of the source: PATH:FS[:FREE]; libvirt's hugetlbfs mounts go here.
+        #[arg(long = "mount")]
+        mounts: Vec<String>,
+        /// A mount of the destination with what its quota has left: PATH:FS:FREE.
+        #[arg(long = "dest-mount")]
+        dest_mounts: Vec<String>,
+        /// Free huge pages on the destination: PAGE:FREE[:NODE].
+        #[arg(long = "dest-hugepages")]
+        dest_hugepages: Vec<String>,
+        /// This host is the destination: read its mounts, quotas and free huge pages.
+        #[arg(long)]
+        host: bool,
+        /// A postcopy migration, migrate-start-postcopy at this time.
+        #[arg(long)]
+        postcopy: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -310,6 +343,10 @@ fn main() -> ExitCode {
         Command::Encode { scenario, output } => stream_cmd::encode(&scenario, &output),
         Command::Import { from: ImportFrom::Qemu { output, qemu, dest_qemu, cmdline, dest_cmdline, mounts, dest_mounts, dest_hugepages, host, postcopy, args } } => {
             import_cmd::qemu(import_cmd::QemuArgs { output, qemu, dest_qemu, cmdline, dest_cmdline, mounts, dest_mounts, dest_hugepages, host, postcopy, args })
+        }
+        Command::Import { from: ImportFrom::Libvirt { domain, dest_xml, output, qemu, dest_qemu, mounts, dest_mounts, dest_hugepages, host, postcopy } } => {
+            let a = import_cmd::QemuArgs { output, qemu, dest_qemu, cmdline: None, dest_cmdline: None, mounts, dest_mounts, dest_hugepages, host, postcopy, args: Vec::new() };
+            import_cmd::libvirt(a, import_cmd::Domains { source: domain, destination: dest_xml })
         }
         Command::RealDestination { mount, files } => {
             use vmemsim_sim::real::child::{destination_main, Setup};

@@ -147,3 +147,105 @@ fn host_reads_this_hosts_mounts_and_what_their_quota_has_left() {
     }
     assert!(text.contains("--host: this host is the destination"), "{text}");
 }
+
+/// A domain as libvirt's documentation writes virtio-mem (docs/formatdomain.rst, "Memory
+/// devices"; docs/kbase/memorydevices.rst), with 2 MiB huge pages behind it.
+const DOMAIN: &str = r#"<domain type='kvm'>
+  <name>guest1</name>
+  <maxMemory unit='KiB'>16777216</maxMemory>
+  <memory unit='KiB'>4194304</memory>
+  <memoryBacking>
+    <hugepages>
+      <page size='2048' unit='KiB'/>
+    </hugepages>
+  </memoryBacking>
+  <os>
+    <type arch='x86_64' machine='pc-q35-9.2'>hvm</type>
+  </os>
+  <cpu>
+    <numa>
+      <cell id='0' cpus='0-1' memory='2097152' unit='KiB'/>
+    </numa>
+  </cpu>
+  <devices>
+    <controller type='pci' index='0' model='pcie-root'/>
+    <controller type='pci' index='1' model='pcie-root-port'>
+      <address type='pci' domain='0x0000' bus='0x00' slot='0x02' function='0x0'/>
+    </controller>
+    <memory model='virtio-mem'>
+      <target>
+        <size unit='KiB'>2097152</size>
+        <node>0</node>
+        <block unit='KiB'>2048</block>
+        <requested unit='KiB'>1048576</requested>
+      </target>
+      <alias name='virtiomem0'/>
+      <address type='pci' domain='0x0000' bus='0x01' slot='0x00' function='0x0'/>
+    </memory>
+    <memory model='dimm'>
+      <target><size unit='KiB'>524288</size><node>0</node></target>
+    </memory>
+  </devices>
+</domain>
+"#;
+
+#[test]
+fn a_libvirt_domain_imports_as_libvirt_starts_qemu() {
+    let xml = tmp("domain.xml");
+    std::fs::write(&xml, DOMAIN).unwrap();
+    let out = tmp("domain.toml");
+    let run_import = |dest: &str| {
+        let o = Command::new(EXE)
+            .args(["import", "libvirt", xml.to_str().unwrap(), "--mount", "/dev/hugepages:hugetlbfs", "--dest-mount", &format!("/dev/hugepages:hugetlbfs:{dest}"), "-o", out.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        std::fs::read_to_string(&out).unwrap()
+    };
+    let text = run_import("2G");
+    // Main RAM: the NUMA cell's ram-node0, preallocated on huge pages; the device's backend
+    // with reserve=off and no share (a private mapping), prealloc on the device, behind the
+    // root port at 02.0.
+    for want in [
+        "main_memdev = \"ram-node0\"",
+        "mem_path = \"/dev/hugepages/libvirt/qemu/guest1\"",
+        "id = \"memvirtiomem0\"",
+        "reserve = false",
+        "pci = \"0000:00:02.0:00.0\"",
+        "prealloc = true",
+        "<memory model='dimm'>: not modelled",
+    ] {
+        assert!(text.contains(want), "{want}:\n{text}");
+    }
+    let r = run(&load(&out).unwrap()).unwrap();
+    // 2 GiB of main RAM and 1 GiB plugged do not fit 2 GiB: main RAM takes its pages first (at
+    // start-up, reserve=on with prealloc), and the device's preallocation fails gracefully.
+    assert_eq!(r.outcome.stage().unwrap().to_string(), "early section '0000:00:02.0:00.0/virtio-mem-device-early'");
+    let text = run_import("3G");
+    assert!(text.contains("size = \"3G\""));
+    let r = run(&load(&out).unwrap()).unwrap();
+    assert_eq!(r.outcome.class(), vmemsim_model::OutcomeClass::Completed, "{:?}", r.outcome);
+    assert_eq!(r.outcome.stderr(), ["qemu-system-x86_64: warning: ram_block_discard_range: Discarding RAM in private file mappings is possibly dangerous, because it will modify the underlying file and will affect other users of the file"]);
+}
+
+#[test]
+fn a_libvirt_domain_without_what_the_import_needs_says_so() {
+    let xml = tmp("bad.xml");
+    for (text, words) in [
+        (DOMAIN.replace("<address type='pci' domain='0x0000' bus='0x01' slot='0x00' function='0x0'/>", ""), "has no PCI <address>"),
+        (DOMAIN.replace("machine='pc-q35-9.2'", ""), "<os><type machine='...'> is missing"),
+        (DOMAIN.replace("model='virtio-mem'", "model='virtio-pmem'"), "no <memory model='virtio-mem'>"),
+        (DOMAIN.replace("<size unit='KiB'>2097152</size>", "<size unit='KiB'>two</size>"), "'two' is not a number"),
+        (DOMAIN.replace("</domain>", ""), "the domain XML"),
+    ] {
+        std::fs::write(&xml, text).unwrap();
+        let o = Command::new(EXE).args(["import", "libvirt", xml.to_str().unwrap(), "--mount", "/dev/hugepages:hugetlbfs"]).output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains(words), "{words}: {err}");
+    }
+    let o = Command::new(EXE).args(["import", "libvirt", xml.to_str().unwrap()]).output().unwrap();
+    assert!(!o.status.success());
+    std::fs::write(&xml, DOMAIN).unwrap();
+    let o = Command::new(EXE).args(["import", "libvirt", xml.to_str().unwrap()]).output().unwrap();
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no hugetlbfs mount for 2M pages: give --mount"), "{}", String::from_utf8_lossy(&o.stderr));
+}

@@ -106,6 +106,7 @@ pub fn read(args: &[String], qemu: &QemuProfile) -> Result<Side, String> {
     let (mut nodefaults, mut vga, mut nic) = (false, true, true);
     let mut objects = Vec::new();
     let mut devices = Vec::new();
+    let mut numa_memdevs: Vec<(String, String)> = Vec::new();
     for (name, value) in &opts {
         let v = value.as_deref().unwrap_or("");
         match name.as_str() {
@@ -142,7 +143,7 @@ pub fn read(args: &[String], qemu: &QemuProfile) -> Result<Side, String> {
                 if o.kind("type") == Some("node") {
                     side.numa_nodes += 1;
                     if let Some(m) = o.get("memdev") {
-                        side.notes.push(format!("-numa {v}: main RAM of node on memdev {m} is modelled as ordinary RAM (one RAM block per node is not)"));
+                        numa_memdevs.push((m.to_string(), v.to_string()));
                     }
                 } else {
                     side.notes.push(format!("-numa {v}: not modelled"));
@@ -160,6 +161,16 @@ pub fn read(args: &[String], qemu: &QemuProfile) -> Result<Side, String> {
                 Some(v) => format!("-{name} {v}: not modelled"),
                 None => format!("-{name}: not modelled"),
             }),
+        }
+    }
+    // One NUMA node on a memdev: main RAM is that memdev's RAM block, as with
+    // -machine memory-backend. Several: one RAM block per node, which the model does not have.
+    match numa_memdevs.as_slice() {
+        [(m, _)] if side.main_memdev.is_none() => side.main_memdev = Some(m.clone()),
+        list => {
+            for (m, text) in list {
+                side.notes.push(format!("-numa {text}: main RAM of this node on memdev {m} is modelled as ordinary RAM (one RAM block per node is not)"));
+            }
         }
     }
     let machine = MachineType::parse_for(&side.machine, qemu).map_err(|e| format!("-machine {}: {e}", side.machine))?;

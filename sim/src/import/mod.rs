@@ -3,5 +3,6 @@
 
 pub mod cmdline;
 pub mod host;
+pub mod libvirt;
 pub mod qemu;
 pub mod qemu_args;

@@ -78,7 +78,7 @@ pub fn import_qemu(i: &Import) -> Result<String, String> {
     }
     let mut out = String::new();
     let w = &mut out;
-    let _ = writeln!(w, "# Imported by `vmemsim import qemu` from the source's command line:");
+    let _ = writeln!(w, "# Imported by `vmemsim import` from the source's QEMU command line:");
     let _ = writeln!(w, "#   {}", i.source.join(" "));
     if let Some(d) = &i.destination {
         let _ = writeln!(w, "# and the destination's:");
@@ -153,7 +153,7 @@ fn side_section(w: &mut String, name: &str, s: &Side, qemu: Option<QemuVersion>,
         let _ = writeln!(w, "numa_nodes = {}", s.numa_nodes);
     }
     if let Some(m) = &s.main_memdev {
-        let _ = writeln!(w, "main_memdev = {}                # -machine memory-backend", q(m));
+        let _ = writeln!(w, "main_memdev = {}                # main RAM's backend (-machine memory-backend, or one -numa node's memdev)", q(m));
     }
     if let Some(mm) = s.maxmem {
         let regions: u64 = s.backends.iter().filter(|b| s.devices.iter().any(|d| d.memdev == b.id)).filter_map(|b| b.size).sum();
