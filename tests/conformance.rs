@@ -136,7 +136,12 @@ fn restore_rows(lab: &Lab, rows: &[std::path::PathBuf], state: &Path, work: &Pat
 #[test]
 fn two_devices_with_larger_blocks_match_the_model() {
     let Some(lab) = lab_or_skip() else { return };
-    let rows = [common::scenario("conformance/two-devices-short.toml"), common::scenario("conformance/two-devices-enough.toml")];
+    let rows = [
+        common::scenario("conformance/two-devices-short.toml"),
+        common::scenario("conformance/two-devices-enough.toml"),
+        common::scenario("conformance/two-devices-own-mounts-short.toml"),
+        common::scenario("conformance/two-devices-own-mounts-enough.toml"),
+    ];
     let first = build(&load_for(&lab, &rows[0])).unwrap();
     let work = workdir().unwrap();
     let (state, secs) = source_state(&lab, &shape(&first).unwrap(), work.path()).unwrap_or_else(|e| panic!("source: {e}"));

@@ -72,6 +72,8 @@ pub struct DeviceShape {
     pub dest_prealloc: bool,
     /// The device's PCI slot and function on the root bus, from the scenario's address.
     pub slot: String,
+    /// Which of the destination's mounts (`Shape::dest_mounts`) its file lives on.
+    pub mount: usize,
 }
 
 /// What a scenario becomes on the QEMU command line: virtio-mem devices on files of one tmpfs.
@@ -80,7 +82,11 @@ pub struct Shape {
     pub machine: String,
     pub main_ram: u64,
     pub devices: Vec<DeviceShape>,
+    /// The destination's quota in all (the huge pages a hugetlbfs destination needs).
     pub dest_quota: u64,
+    /// The destination's mounts, each with its `size=` quota: one shared by every device (the
+    /// one-backend form), or as the scenario's `[[destination.mount]]`s place the memdevs.
+    pub dest_mounts: Vec<u64>,
     /// The destination's files live on a hugetlbfs mount (2 MiB pages, `reserve=off`) instead
     /// of tmpfs; the source always uses tmpfs (real-qemu.md: both gave identical outcomes).
     pub dest_hugetlb: bool,
@@ -101,18 +107,21 @@ pub fn shape(b: &Built) -> Result<Shape, String> {
     }
     let grow = b.resizes.last().map(|r| r.2 .0);
     use vmemsim_model::BackendKind;
-    let (Some(src_backend), Some(dst_backend)) = (b.source_memory.single_backend(), b.destination.memory.single_backend()) else {
-        return Err("the QEMU harness runs the one-backend form (backend = ...) on both sides".into());
+    let (dest_hugetlb, dest_mounts, device_mount) = match (b.source_memory.single_backend(), b.destination.memory.single_backend()) {
+        (Some(src_backend), Some(dst_backend)) => {
+            if src_backend.kind != BackendKind::TmpfsFile {
+                return Err("the QEMU harness runs the source on tmpfs-file".into());
+            }
+            let hugetlb = match (dst_backend.kind, dst_backend.page_size) {
+                (BackendKind::TmpfsFile, _) => false,
+                (BackendKind::Hugetlbfs, p) if p == vmemsim_model::Bytes::mib(2) => true,
+                (k, p) => return Err(format!("the QEMU harness runs destinations on tmpfs-file or 2 MiB hugetlbfs, not {} with {p} pages", k.name())),
+            };
+            let cap = dst_backend.capacity.limit().ok_or("the destination needs a tmpfs quota")?;
+            (hugetlb, vec![cap.0], vec![0; b.destination.devices.len()])
+        }
+        _ => per_memdev_mounts(b)?,
     };
-    if src_backend.kind != BackendKind::TmpfsFile {
-        return Err("the QEMU harness runs the source on tmpfs-file".into());
-    }
-    let dest_hugetlb = match (dst_backend.kind, dst_backend.page_size) {
-        (BackendKind::TmpfsFile, _) => false,
-        (BackendKind::Hugetlbfs, p) if p == vmemsim_model::Bytes::mib(2) => true,
-        (k, p) => return Err(format!("the QEMU harness runs destinations on tmpfs-file or 2 MiB hugetlbfs, not {} with {p} pages", k.name())),
-    };
-    let cap = dst_backend.capacity.limit().ok_or("the destination needs a tmpfs quota")?;
     let mut devices = Vec::new();
     for (s, d) in b.source.devices.iter().zip(&b.destination.devices) {
         if s.size() != s.requested_size() || s.plugged_runs().len() > 1 {
@@ -123,32 +132,84 @@ pub fn shape(b: &Built) -> Result<Shape, String> {
             ["0000", "00", dev_fn] => dev_fn.split_once('.').map(|(d, f)| format!("0x{d}.{f}")).ok_or("a PCI address like 0000:00:03.0")?,
             _ => return Err(format!("the QEMU harness puts devices on the root bus, not at {}", s.pci())),
         };
-        devices.push(DeviceShape { region: s.region_size().0, requested: s.requested_size().0, block: s.block_size().0, dest_prealloc: d.prealloc, slot });
+        let mount = device_mount[devices.len()];
+        devices.push(DeviceShape { region: s.region_size().0, requested: s.requested_size().0, block: s.block_size().0, dest_prealloc: d.prealloc, slot, mount });
     }
     Ok(Shape {
         machine: b.source.machine.name().to_string(),
         main_ram: b.source.blocks.iter().find(|x| x.device.is_none()).map_or(0, |x| x.len.0),
         devices,
-        dest_quota: cap.0,
+        dest_quota: dest_mounts.iter().sum(),
+        dest_mounts,
         dest_hugetlb,
         grow,
     })
 }
 
+/// The per-memdev form as the harness runs it: every source memdev a shared file on tmpfs,
+/// every destination memdev a shared file on a tmpfs (or 2 MiB hugetlbfs, `reserve=off`) mount
+/// with a quota; returns (hugetlbfs, quota per mount, mount per device).
+fn per_memdev_mounts(b: &Built) -> Result<(bool, Vec<u64>, Vec<usize>), String> {
+    use vmemsim_model::{BackendKind, LimitKind};
+    let (src, dst) = (&b.source_memory, &b.destination.memory);
+    if src.main.is_some() || dst.main.is_some() {
+        return Err("the QEMU harness runs main RAM as ordinary RAM".into());
+    }
+    if dst.limits.iter().any(|l| !matches!(l.kind, LimitKind::Mount { .. })) {
+        return Err("the QEMU harness limits the destination by mount quotas only".into());
+    }
+    for d in &b.source.devices {
+        let m = src.memdev(&d.config().config.memdev).ok_or("every device has a memdev")?;
+        if m.kind != BackendKind::TmpfsFile || m.private {
+            return Err("the QEMU harness runs the source's memdevs as shared files on tmpfs".into());
+        }
+    }
+    let mut used: Vec<vmemsim_model::LimitId> = Vec::new();
+    let mut quotas = Vec::new();
+    let mut per_device = Vec::new();
+    let mut hugetlb = None;
+    for d in &b.destination.devices {
+        let m = dst.memdev(&d.memdev).ok_or("every device has a memdev")?;
+        let h = match (m.kind, m.page_size) {
+            (BackendKind::TmpfsFile, _) => false,
+            (BackendKind::Hugetlbfs, p) if p == vmemsim_model::Bytes::mib(2) && !m.reserve => true,
+            _ => return Err("the QEMU harness runs the destination's memdevs as shared files on tmpfs or 2 MiB hugetlbfs with reserve=off".into()),
+        };
+        if m.private || *hugetlb.get_or_insert(h) != h {
+            return Err("the QEMU harness runs the destination's memdevs shared, all on tmpfs or all on hugetlbfs".into());
+        }
+        let mount = m.mount.ok_or("a file memdev has a mount")?;
+        let quota = dst.limits[mount.0].capacity.limit().ok_or("the QEMU harness needs a size= quota on every destination mount")?;
+        let i = match used.iter().position(|u| *u == mount) {
+            Some(i) => i,
+            None => {
+                used.push(mount);
+                quotas.push(quota.0);
+                used.len() - 1
+            }
+        };
+        per_device.push(i);
+    }
+    Ok((hugetlb.unwrap_or(false), quotas, per_device))
+}
+
 /// The file system a QEMU's memory files live on, with its quota.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct MemFs {
     hugetlb: bool,
     quota: u64,
+    /// One quota per mount (the destination's mounts); the source has one.
+    quotas: Vec<u64>,
 }
 
 impl MemFs {
     fn of_destination(sh: &Shape) -> MemFs {
-        MemFs { hugetlb: sh.dest_hugetlb, quota: sh.dest_quota }
+        MemFs { hugetlb: sh.dest_hugetlb, quota: sh.dest_quota, quotas: sh.dest_mounts.clone() }
     }
 
     fn of_source(sh: &Shape) -> MemFs {
-        MemFs { hugetlb: false, quota: sh.devices.iter().map(|d| d.requested).sum::<u64>() + (64 << 20) }
+        let quota = sh.devices.iter().map(|d| d.requested).sum::<u64>() + (64 << 20);
+        MemFs { hugetlb: false, quota, quotas: vec![quota] }
     }
 }
 
@@ -161,7 +222,7 @@ pub fn memory_mount(sh: &Shape, dest: bool) -> (&'static str, u64) {
 
 /// The QEMU arguments (after the program) the suite starts one side with: memory files in
 /// `mem_dir`, the lab's kernel and initrd, serial and QMP in `dir` under `name`.
-pub fn command_line(sh: &Shape, dest: bool, mem_dir: &Path, lab_dir: &Path, dir: &Path, name: &str, incoming: Option<&Path>) -> Vec<String> {
+pub fn command_line(sh: &Shape, dest: bool, mem_dirs: &[PathBuf], lab_dir: &Path, dir: &Path, name: &str, incoming: Option<&Path>) -> Vec<String> {
     let regions: u64 = sh.devices.iter().map(|d| d.region).sum();
     let mut c: Vec<String> = Vec::new();
     let mut args = |a: &[&str]| c.extend(a.iter().map(|s| s.to_string()));
@@ -172,6 +233,7 @@ pub fn command_line(sh: &Shape, dest: bool, mem_dir: &Path, lab_dir: &Path, dir:
         // Without reserve=off a shared hugetlbfs mapping reserves all its pages at start-up
         // (real-qemu.md: "unable to map backing store for guest RAM").
         let reserve = if dest && sh.dest_hugetlb { ",reserve=off" } else { "" };
+        let mem_dir = &mem_dirs[if dest { d.mount } else { 0 }];
         args(&["-object", &format!("memory-backend-file,id=mem{i},mem-path={}/vmem{i},size={}M,share=on{reserve}", mem_dir.display(), d.region >> 20)]);
         args(&[
             "-device",
@@ -203,13 +265,21 @@ pub fn command_line(sh: &Shape, dest: bool, mem_dir: &Path, lab_dir: &Path, dir:
 /// util-linux's `unshare`, then a shell that mounts and execs QEMU, same pid): the mount is
 /// never seen on the host and goes with QEMU. QEMU dies with the thread that started it.
 fn qemu(lab: &Lab, sh: &Shape, fs: MemFs, dest: bool, dir: &Path, name: &str, incoming: Option<&Path>) -> Result<Child, String> {
-    let mem_dir = dir.join(format!("{name}.mem"));
-    std::fs::create_dir_all(&mem_dir).map_err(|e| format!("{}: {e}", mem_dir.display()))?;
-    let (fstype, opts) = if fs.hugetlb { ("hugetlbfs", format!("pagesize=2M,size={}", fs.quota)) } else { ("tmpfs", format!("size={}", fs.quota)) };
+    // One directory per mount: `<name>.mem` for the first (as before), `<name>.mem<i>` after.
+    let mem_dirs: Vec<PathBuf> = (0..fs.quotas.len()).map(|i| dir.join(if i == 0 { format!("{name}.mem") } else { format!("{name}.mem{i}") })).collect();
+    for d in &mem_dirs {
+        std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+    }
+    let fstype = if fs.hugetlb { "hugetlbfs" } else { "tmpfs" };
     let mut c = Command::new("unshare");
-    c.args(["--mount", "--propagation", "private", "--", "sh", "-c", "mount -t \"$1\" -o \"$2\" none \"$3\" && shift 3 && exec \"$@\"", "sh", fstype, &opts]);
-    c.arg(&mem_dir).arg(&lab.qemu);
-    c.args(command_line(sh, dest, &mem_dir, &lab.dir, dir, name, incoming));
+    let script = "fs=$1; n=$2; shift 2; while [ \"$n\" -gt 0 ]; do mount -t \"$fs\" -o \"$1\" none \"$2\" || exit 1; shift 2; n=$((n-1)); done; exec \"$@\"";
+    c.args(["--mount", "--propagation", "private", "--", "sh", "-c", script, "sh", fstype]).arg(mem_dirs.len().to_string());
+    for (q, d) in fs.quotas.iter().zip(&mem_dirs) {
+        let opts = if fs.hugetlb { format!("pagesize=2M,size={q}") } else { format!("size={q}") };
+        c.arg(opts).arg(d);
+    }
+    c.arg(&lab.qemu);
+    c.args(command_line(sh, dest, &mem_dirs, &lab.dir, dir, name, incoming));
     c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
     die_with_parent(&mut c);
     c.spawn().map_err(|e| format!("unshare ... qemu-system-x86_64: {e}"))
@@ -551,9 +621,11 @@ mod tests {
 /// the operator's side. `postcopy` is the live harness's start time.
 pub fn imported(lab: &Lab, sh: &Shape, postcopy: Option<&str>) -> Result<crate::load::Loaded, String> {
     use crate::import::qemu::{import_qemu, Import, MountFact};
-    let (src_dir, dst_dir, work) = (Path::new("/run/vmemsim-lab/src.mem"), Path::new("/run/vmemsim-lab/dst.mem"), Path::new("/run/vmemsim-lab"));
+    let work = Path::new("/run/vmemsim-lab");
+    let src_dirs = vec![work.join("src.mem")];
+    let dst_dirs: Vec<PathBuf> = (0..sh.dest_mounts.len()).map(|i| work.join(format!("dst.mem{i}"))).collect();
     let (src_fs, _) = memory_mount(sh, false);
-    let (dst_fs, dst_quota) = memory_mount(sh, true);
+    let (dst_fs, _) = memory_mount(sh, true);
     let fact = |dir: &Path, fs: &str, free: Option<u64>| MountFact {
         path: dir.display().to_string(),
         fs: fs.to_string(),
@@ -562,11 +634,11 @@ pub fn imported(lab: &Lab, sh: &Shape, postcopy: Option<&str>) -> Result<crate::
     };
     let program = |args: Vec<String>| std::iter::once(lab.qemu.display().to_string()).chain(args).collect::<Vec<_>>();
     let i = Import {
-        source: program(command_line(sh, false, src_dir, &lab.dir, work, "src", None)),
-        destination: Some(program(command_line(sh, true, dst_dir, &lab.dir, work, "dst", Some(Path::new("defer"))))),
+        source: program(command_line(sh, false, &src_dirs, &lab.dir, work, "src", None)),
+        destination: Some(program(command_line(sh, true, &dst_dirs, &lab.dir, work, "dst", Some(Path::new("defer"))))),
         source_qemu: Some(lab.version),
-        source_mounts: vec![fact(src_dir, src_fs, None)],
-        destination_mounts: vec![fact(dst_dir, dst_fs, Some(dst_quota))],
+        source_mounts: vec![fact(&src_dirs[0], src_fs, None)],
+        destination_mounts: dst_dirs.iter().zip(&sh.dest_mounts).map(|(d, q)| fact(d, dst_fs, Some(*q))).collect(),
         postcopy: postcopy.map(str::to_string),
         ..Import::default()
     };
