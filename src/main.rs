@@ -190,15 +190,23 @@ enum Command {
     /// the restore is safe.
     Preflight {
         file: PathBuf,
-        /// The destination's memory backend kind (e.g. hugetlbfs, tmpfs-file, memfd).
+        /// The destination's memory backend kind (e.g. hugetlbfs, tmpfs-file, memfd), shared by
+        /// every device; or --destination.
         #[arg(long)]
-        backend: String,
+        backend: Option<String>,
         /// Its capacity: the pool or quota, or "unlimited".
         #[arg(long)]
-        capacity: String,
-        /// The destination devices' prealloc.
-        #[arg(long, default_value = "on", value_parser = ["on", "off"])]
-        prealloc: String,
+        capacity: Option<String>,
+        /// The destination as a scenario describes it (e.g. one `vmemsim import` wrote): its
+        /// memdevs, mounts, huge pages and devices' prealloc.
+        #[arg(long, conflicts_with_all = ["backend", "capacity"])]
+        destination: Option<PathBuf>,
+        /// With --destination: read the limits from this host (mount quotas, free huge pages).
+        #[arg(long, requires = "destination")]
+        host: bool,
+        /// The destination devices' prealloc (default on; with --destination, the scenario's).
+        #[arg(long, value_parser = ["on", "off"])]
+        prealloc: Option<String>,
         /// The destination's machine type (default: the stream's).
         #[arg(long)]
         machine: Option<String>,
@@ -339,7 +347,10 @@ fn main() -> ExitCode {
         Command::Run { file, trace, backend: BackendArg::Model } => run(file, trace, false),
         Command::Run { file, trace: _, backend: BackendArg::Real } => real_cmd::run(&file),
         Command::Analyze { file, summary } => stream_cmd::analyze(&file, summary),
-        Command::Preflight { file, backend, capacity, prealloc, machine, qemu } => stream_cmd::preflight(&file, &backend, &capacity, prealloc == "on", machine.as_deref(), qemu),
+        Command::Preflight { file, backend, capacity, destination, host, prealloc, machine, qemu } => {
+            let dest = stream_cmd::Dest { backend, capacity, destination, host, prealloc: prealloc.map(|p| p == "on") };
+            stream_cmd::preflight(&file, dest, machine.as_deref(), qemu)
+        }
         Command::Encode { scenario, output } => stream_cmd::encode(&scenario, &output),
         Command::Import { from: ImportFrom::Qemu { output, qemu, dest_qemu, cmdline, dest_cmdline, mounts, dest_mounts, dest_hugepages, host, postcopy, args } } => {
             import_cmd::qemu(import_cmd::QemuArgs { output, qemu, dest_qemu, cmdline, dest_cmdline, mounts, dest_mounts, dest_hugepages, host, postcopy, args })

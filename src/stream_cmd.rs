@@ -1,11 +1,11 @@
 //! `vmemsim analyze`, `vmemsim preflight` and `vmemsim encode`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use vmemsim_model::wire::encode::encode_precopy;
 use vmemsim_model::OutcomeClass;
-use vmemsim_sim::stream::{analyze_json, backend_of, pretty, preflight_on as predict, read_events, summary};
+use vmemsim_sim::stream::{analyze_json, backend_of, pretty, preflight_with as predict, read_events, summary, DestMemory};
 use vmemsim_sim::{build, load};
 
 pub fn analyze(file: &Path, people: bool) -> Result<ExitCode, String> {
@@ -18,10 +18,36 @@ pub fn analyze(file: &Path, people: bool) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn preflight(file: &Path, backend: &str, capacity: &str, prealloc: bool, machine: Option<&str>, qemu: vmemsim_model::QemuVersion) -> Result<ExitCode, String> {
-    let backend = backend_of(backend, capacity)?;
+/// `preflight`'s description of the destination.
+pub struct Dest {
+    pub backend: Option<String>,
+    pub capacity: Option<String>,
+    pub destination: Option<PathBuf>,
+    pub host: bool,
+    pub prealloc: Option<bool>,
+}
+
+pub fn preflight(file: &Path, d: Dest, machine: Option<&str>, qemu: vmemsim_model::QemuVersion) -> Result<ExitCode, String> {
+    let mut said = Vec::new();
+    let memory = match (&d.backend, &d.capacity, &d.destination) {
+        (Some(b), Some(c), None) => DestMemory::One(backend_of(b, c)?),
+        (_, _, Some(path)) => {
+            let b = build(&load(path).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+            let mut memory = b.destination.memory.clone();
+            if d.host {
+                said = vmemsim_sim::import::host::refresh(&mut memory);
+            }
+            // The scenario's own prealloc per device, unless --prealloc overrides it.
+            let preallocs = b.destination.devices.iter().map(|x| (x.pci.clone(), d.prealloc.unwrap_or(x.prealloc))).collect();
+            DestMemory::PerMemdev(memory, preallocs)
+        }
+        _ => return Err("describe the destination: --backend KIND --capacity SIZE, or --destination SCENARIO.toml [--host]".into()),
+    };
     let events = read_events(file).map_err(|e| e.to_string())?;
-    let p = predict(&events, backend, prealloc, machine, &vmemsim_model::QemuProfile::of(qemu)).map_err(|e| format!("{}: {e}", file.display()))?;
+    let p = predict(&events, memory, d.prealloc.unwrap_or(true), machine, &vmemsim_model::QemuProfile::of(qemu)).map_err(|e| format!("{}: {e}", file.display()))?;
+    for s in &said {
+        out!("read on this host: {s}");
+    }
     out_raw!("{}", p.report);
     out_raw!("{}", p.outcome);
     let verdict = match p.outcome.class() {

@@ -249,3 +249,30 @@ fn a_libvirt_domain_without_what_the_import_needs_says_so() {
     let o = Command::new(EXE).args(["import", "libvirt", xml.to_str().unwrap()]).output().unwrap();
     assert!(String::from_utf8_lossy(&o.stderr).contains("no hugetlbfs mount for 2M pages: give --mount"), "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+#[test]
+fn preflight_takes_a_destination_per_memdev_and_reads_its_limits_on_this_host() {
+    let stream = tmp("own-mounts.mig");
+    let scenario = common::scenario("deployments/per-device-mounts.toml");
+    let enc = Command::new(EXE).arg("encode").arg(&scenario).arg(&stream).output().unwrap();
+    assert!(enc.status.success(), "{}", String::from_utf8_lossy(&enc.stderr));
+    let pre = |args: &[&str]| {
+        let o = Command::new(EXE).arg("preflight").arg(&stream).args(args).output().unwrap();
+        (o.status.code(), String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+    };
+    // The second device's own mount (1 GiB for 2 GiB plugged) fails it, as `run` says.
+    let (code, out, _) = pre(&["--destination", scenario.to_str().unwrap()]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("memdev mem1: hugetlbfs memory, hugetlbfs mount /dev/hugepages-vm1-mem1 (pagesize=2 MiB) (1 GiB)"), "{out}");
+    assert!(out.contains("error while loading state for instance 0x0 of device '0000:00:04.0/virtio-mem-device-early'"), "{out}");
+    // --prealloc off overrides the scenario's: RAM load then dies of SIGBUS.
+    let (_, out, _) = pre(&["--destination", scenario.to_str().unwrap(), "--prealloc", "off"]);
+    assert!(out.contains("verdict: NOT SAFE: the destination dies of SIGBUS while loading RAM"), "{out}");
+    // --host reads what this host has for those mounts and pools and says so.
+    let (_, out, _) = pre(&["--destination", scenario.to_str().unwrap(), "--host"]);
+    assert!(out.contains("read on this host: /dev/hugepages-vm1-mem0:"), "{out}");
+    assert!(out.contains("read on this host: free 2 MiB huge pages:"), "{out}");
+    let (code, _, err) = pre(&[]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("--backend KIND --capacity SIZE, or --destination SCENARIO.toml"), "{err}");
+}

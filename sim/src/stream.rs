@@ -158,6 +158,21 @@ pub fn preflight(events: &[Event], backend: Backend, prealloc: bool, machine: Op
 
 /// [`preflight`] for a destination running the QEMU of `qemu`: its machine types and its words.
 pub fn preflight_on(events: &[Event], backend: Backend, prealloc: bool, machine: Option<&str>, qemu: &vmemsim_model::QemuProfile) -> Result<Preflight, String> {
+    preflight_with(events, DestMemory::One(backend), prealloc, machine, qemu)
+}
+
+/// The destination's memory for a preflight: one backend for every device, or the memdevs and
+/// host limits of a scenario's destination (per memdev, by the stream's memdev ids).
+#[derive(Clone, Debug)]
+pub enum DestMemory {
+    One(Backend),
+    /// The memory, and each device's prealloc by PCI address (a device not listed takes the
+    /// `prealloc` argument).
+    PerMemdev(vmemsim_model::Memory, Vec<(String, bool)>),
+}
+
+/// [`preflight_on`] with either form of the destination's memory.
+pub fn preflight_with(events: &[Event], dest: DestMemory, prealloc: bool, machine: Option<&str>, qemu: &vmemsim_model::QemuProfile) -> Result<Preflight, String> {
     let stream_machine = events.iter().find_map(|e| match e {
         Event::Configuration { machine } => Some(machine.clone()),
         _ => None,
@@ -224,13 +239,30 @@ pub fn preflight_on(events: &[Event], backend: Backend, prealloc: bool, machine:
             Some(h) => format!("{e}: {h}"),
             None => e.to_string(),
         })?,
-        memory: vmemsim_model::Memory::one_backend(backend, devices.iter().map(|d| d.memdev.clone())),
+        memory: match &dest {
+            DestMemory::One(backend) => vmemsim_model::Memory::one_backend(*backend, devices.iter().map(|d| d.memdev.clone())),
+            DestMemory::PerMemdev(m, preallocs) => {
+                for d in &mut devices {
+                    if let Some((_, p)) = preallocs.iter().find(|(pci, _)| *pci == d.pci) {
+                        d.prealloc = *p;
+                    }
+                }
+                for d in &devices {
+                    if m.memdev(&d.memdev).is_none() {
+                        let have: Vec<&str> = m.memdevs.iter().map(|x| x.id.as_str()).collect();
+                        return Err(format!("the stream's device {} has memdev '{}', which the destination does not have (its memdevs: {})", escaped(&d.pci), escaped(&d.memdev), have.join(", ")));
+                    }
+                }
+                m.clone()
+            }
+        },
         devices,
         main_ram: Bytes(main),
         extra_ram,
         facts: HostFacts { numa_nodes, ..HostFacts::default() },
         variant: Variant::Faithful,
     };
+    let vm_prealloc: Vec<bool> = cfg.devices.iter().map(|d| d.prealloc).collect();
     let (vm, _) = Vm::realize(&cfg).map_err(|e| e.to_string())?;
     let mut stream_blocks: HashMap<&str, usize> = HashMap::new();
     for (i, (n, _)) in blocks.iter().enumerate() {
@@ -255,12 +287,25 @@ pub fn preflight_on(events: &[Event], backend: Backend, prealloc: bool, machine:
         }
     }
     items.push(Item::Eof);
-    let dest = Destination::new(vm);
-    let outcome = feed(dest, &items, &Plan::default(), |_, _| {});
-    let available = backend.capacity.limit();
-    let mut report = format!("destination: machine {machine}, {} memory, capacity {}\n", backend.kind.name(), available.map_or("unlimited".into(), |c| c.to_string()));
+    let restored = Destination::new(vm);
+    let outcome = feed(restored, &items, &Plan::default(), |_, _| {});
+    let (available, mut report) = match &dest {
+        DestMemory::One(backend) => {
+            let available = backend.capacity.limit();
+            (available, format!("destination: machine {machine}, {} memory, capacity {}\n", backend.kind.name(), available.map_or("unlimited".into(), |c| c.to_string())))
+        }
+        DestMemory::PerMemdev(m, _) => {
+            let mut r = format!("destination: machine {machine}\n");
+            for md in &m.memdevs {
+                let limits: Vec<String> = m.draws(md).iter().flatten().map(|l| format!("{} ({})", m.limits[l.0].kind.describe(), m.limits[l.0].capacity.limit().map_or("unlimited".into(), |c| c.to_string()))).collect();
+                r += &format!("  memdev {}: {} memory, {}\n", md.id, md.kind.name(), if limits.is_empty() { "no limit".into() } else { limits.join(", ") });
+            }
+            (None, r)
+        }
+    };
     report += &format!("plugged virtio-mem memory in the stream: {}\n", Bytes(needed));
-    report += &format!("prealloc: {}\n", if prealloc { "on" } else { "off" });
+    let preallocs: Vec<bool> = vm_prealloc.clone();
+    report += &format!("prealloc: {}\n", if preallocs.iter().all(|p| *p) { "on".to_string() } else if preallocs.iter().all(|p| !*p) { "off".to_string() } else { preallocs.iter().map(|p| if *p { "on" } else { "off" }).collect::<Vec<_>>().join(", ") });
     Ok(Preflight { outcome, needed: Bytes(needed), available, report })
 }
 

@@ -86,3 +86,54 @@ pub fn hugepages(per_node: bool) -> Vec<HugeFact> {
     }
     out
 }
+
+/// Replaces the limits of a destination's memory with what this host has now: each mount's
+/// quota (statvfs), each huge page count (sysfs), and a system-wide count for a huge page size
+/// its memdevs map that has none. Returns what it read, one line each.
+pub fn refresh(memory: &mut vmemsim_model::Memory) -> Vec<String> {
+    use vmemsim_model::{Bytes, Capacity, Limit, LimitKind, MountFs};
+    let mut said = Vec::new();
+    let free_pages = |page: u64, node: Option<u32>| -> Option<u64> {
+        let kb = page >> 10;
+        let dir = match node {
+            Some(n) => format!("/sys/devices/system/node/node{n}/hugepages/hugepages-{kb}kB"),
+            None => format!("/sys/kernel/mm/hugepages/hugepages-{kb}kB"),
+        };
+        let n: u64 = std::fs::read_to_string(format!("{dir}/free_hugepages")).ok()?.trim().parse().ok()?;
+        n.checked_mul(page)
+    };
+    for l in &mut memory.limits {
+        match &l.kind {
+            LimitKind::Mount { path, fs: MountFs::Hugetlbfs(_) | MountFs::Tmpfs } => match statvfs_free(path) {
+                Some(f) => {
+                    l.capacity = Capacity::Limited(Bytes(f));
+                    said.push(format!("{path}: {} left of its size= quota (statvfs)", Bytes(f)));
+                }
+                None => {
+                    l.capacity = Capacity::Unlimited;
+                    said.push(format!("{path}: no size= quota here (not mounted, or mounted without one)"));
+                }
+            },
+            LimitKind::HugePages { page_size, node } => match free_pages(page_size.0, *node) {
+                Some(f) => {
+                    l.capacity = Capacity::Limited(Bytes(f));
+                    said.push(format!("{}: {} free (sysfs)", l.kind.describe(), Bytes(f)));
+                }
+                None => said.push(format!("{}: this host has no such pool; kept as written", l.kind.describe())),
+            },
+            _ => {}
+        }
+    }
+    let mut sizes: Vec<Bytes> = memory.memdevs.iter().filter(|m| m.kind.is_hugetlb()).map(|m| m.page_size).collect();
+    sizes.sort_unstable();
+    sizes.dedup();
+    for page in sizes {
+        let has = memory.limits.iter().any(|l| matches!(l.kind, LimitKind::HugePages { page_size, .. } if page_size == page));
+        if !has {
+            let f = free_pages(page.0, None).unwrap_or(0);
+            said.push(format!("free {page} huge pages: {} (sysfs /sys/kernel/mm/hugepages)", Bytes(f)));
+            memory.limits.push(Limit { kind: LimitKind::HugePages { page_size: page, node: None }, capacity: Capacity::Limited(Bytes(f)) });
+        }
+    }
+    said
+}
