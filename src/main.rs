@@ -42,41 +42,55 @@ struct Cli {
     command: Command,
 }
 
+/// What both importers take besides their input.
+#[derive(clap::Args)]
+struct ImportFlags {
+    /// Write the scenario here (default: stdout).
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+    /// The source's QEMU release (default 10.0.2).
+    #[arg(long)]
+    qemu: Option<vmemsim_model::QemuVersion>,
+    /// The destination's QEMU release (default: the source's).
+    #[arg(long)]
+    dest_qemu: Option<vmemsim_model::QemuVersion>,
+    /// A mount of the source: PATH:FS[:FREE] (FS hugetlbfs, hugetlbfs-1G, tmpfs, disk).
+    #[arg(long = "mount")]
+    mounts: Vec<String>,
+    /// A mount of the destination with what its quota has left: PATH:FS:FREE.
+    #[arg(long = "dest-mount")]
+    dest_mounts: Vec<String>,
+    /// Free huge pages on the destination: PAGE:FREE[:NODE], e.g. 2M:768M.
+    #[arg(long = "dest-hugepages")]
+    dest_hugepages: Vec<String>,
+    /// This host is the destination: read its mounts, quotas and free huge pages.
+    #[arg(long)]
+    host: bool,
+    /// A postcopy migration, migrate-start-postcopy at this time ("at-once", "1s", "40%").
+    #[arg(long)]
+    postcopy: Option<String>,
+}
+
+impl ImportFlags {
+    fn into_args(self, cmdline: Option<PathBuf>, dest_cmdline: Option<PathBuf>, args: Vec<String>) -> import_cmd::QemuArgs {
+        let ImportFlags { output, qemu, dest_qemu, mounts, dest_mounts, dest_hugepages, host, postcopy } = self;
+        import_cmd::QemuArgs { output, qemu, dest_qemu, cmdline, dest_cmdline, mounts, dest_mounts, dest_hugepages, host, postcopy, args }
+    }
+}
+
 #[derive(Subcommand)]
 enum ImportFrom {
     /// `vmemsim import qemu [OPTIONS] -- <qemu-system-x86_64 arguments>`: the source's command
     /// line (and the destination's with --dest-cmdline) as a commented scenario.
     Qemu {
-        /// Write the scenario here (default: stdout).
-        #[arg(short, long)]
-        output: Option<PathBuf>,
-        /// The source's QEMU release (default 10.0.2).
-        #[arg(long)]
-        qemu: Option<vmemsim_model::QemuVersion>,
-        /// The destination's QEMU release (default: the source's).
-        #[arg(long)]
-        dest_qemu: Option<vmemsim_model::QemuVersion>,
+        #[command(flatten)]
+        flags: ImportFlags,
         /// Read the source's command line from a file (shell words; a libvirt log line works).
         #[arg(long)]
         cmdline: Option<PathBuf>,
         /// The destination's command line, from a file (default: the source's).
         #[arg(long)]
         dest_cmdline: Option<PathBuf>,
-        /// A mount of the source: PATH:FS[:FREE] (FS hugetlbfs, hugetlbfs-1G, tmpfs, disk).
-        #[arg(long = "mount")]
-        mounts: Vec<String>,
-        /// A mount of the destination with what its quota has left: PATH:FS:FREE.
-        #[arg(long = "dest-mount")]
-        dest_mounts: Vec<String>,
-        /// Free huge pages on the destination: PAGE:FREE[:NODE], e.g. 2M:768M.
-        #[arg(long = "dest-hugepages")]
-        dest_hugepages: Vec<String>,
-        /// This host is the destination: read its mounts, quotas and free huge pages.
-        #[arg(long)]
-        host: bool,
-        /// A postcopy migration, migrate-start-postcopy at this time ("at-once", "1s", "40%").
-        #[arg(long)]
-        postcopy: Option<String>,
         /// The source's qemu-system-x86_64 arguments.
         #[arg(last = true)]
         args: Vec<String>,
@@ -89,30 +103,8 @@ enum ImportFrom {
         /// The destination's domain XML (default: the source's).
         #[arg(long)]
         dest_xml: Option<PathBuf>,
-        /// Write the scenario here (default: stdout).
-        #[arg(short, long)]
-        output: Option<PathBuf>,
-        /// The source's QEMU release (default 10.0.2).
-        #[arg(long)]
-        qemu: Option<vmemsim_model::QemuVersion>,
-        /// The destination's QEMU release (default: the source's).
-        #[arg(long)]
-        dest_qemu: Option<vmemsim_model::QemuVersion>,
-        /// A mount of the source: PATH:FS[:FREE]; libvirt's hugetlbfs mounts go here.
-        #[arg(long = "mount")]
-        mounts: Vec<String>,
-        /// A mount of the destination with what its quota has left: PATH:FS:FREE.
-        #[arg(long = "dest-mount")]
-        dest_mounts: Vec<String>,
-        /// Free huge pages on the destination: PAGE:FREE[:NODE].
-        #[arg(long = "dest-hugepages")]
-        dest_hugepages: Vec<String>,
-        /// This host is the destination: read its mounts, quotas and free huge pages.
-        #[arg(long)]
-        host: bool,
-        /// A postcopy migration, migrate-start-postcopy at this time.
-        #[arg(long)]
-        postcopy: Option<String>,
+        #[command(flatten)]
+        flags: ImportFlags,
     },
 }
 
@@ -352,12 +344,9 @@ fn main() -> ExitCode {
             stream_cmd::preflight(&file, dest, machine.as_deref(), qemu)
         }
         Command::Encode { scenario, output } => stream_cmd::encode(&scenario, &output),
-        Command::Import { from: ImportFrom::Qemu { output, qemu, dest_qemu, cmdline, dest_cmdline, mounts, dest_mounts, dest_hugepages, host, postcopy, args } } => {
-            import_cmd::qemu(import_cmd::QemuArgs { output, qemu, dest_qemu, cmdline, dest_cmdline, mounts, dest_mounts, dest_hugepages, host, postcopy, args })
-        }
-        Command::Import { from: ImportFrom::Libvirt { domain, dest_xml, output, qemu, dest_qemu, mounts, dest_mounts, dest_hugepages, host, postcopy } } => {
-            let a = import_cmd::QemuArgs { output, qemu, dest_qemu, cmdline: None, dest_cmdline: None, mounts, dest_mounts, dest_hugepages, host, postcopy, args: Vec::new() };
-            import_cmd::libvirt(a, import_cmd::Domains { source: domain, destination: dest_xml })
+        Command::Import { from: ImportFrom::Qemu { flags, cmdline, dest_cmdline, args } } => import_cmd::qemu(flags.into_args(cmdline, dest_cmdline, args)),
+        Command::Import { from: ImportFrom::Libvirt { domain, dest_xml, flags } } => {
+            import_cmd::libvirt(flags.into_args(None, None, Vec::new()), import_cmd::Domains { source: domain, destination: dest_xml })
         }
         Command::RealDestination { mount, files } => {
             use vmemsim_sim::real::child::{destination_main, Setup};

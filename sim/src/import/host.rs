@@ -13,7 +13,7 @@ pub fn mounts(with_free: bool) -> Result<Vec<MountFact>, String> {
         let f: Vec<&str> = line.split(' ').collect();
         let [_, path, fstype, opts, ..] = f.as_slice() else { continue };
         // /proc/mounts escapes spaces and other bytes as \ooo.
-        let path = unescape(path);
+        let path = crate::real::cleanup::unescape(path);
         let (fs, page_size) = match *fstype {
             "hugetlbfs" => {
                 let page = opts.split(',').find_map(|o| o.strip_prefix("pagesize=")).and_then(|p| crate::import::qemu_args::size(p, 1).ok()).unwrap_or(2 << 20);
@@ -28,22 +28,6 @@ pub fn mounts(with_free: bool) -> Result<Vec<MountFact>, String> {
         out.push(MountFact { path, fs: fs.to_string(), page_size, free });
     }
     Ok(out)
-}
-
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
-            out.push(((b[i + 1] - b'0') << 6) | ((b[i + 2] - b'0') << 3) | (b[i + 3] - b'0'));
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn statvfs_free(path: &str) -> Option<u64> {

@@ -35,7 +35,8 @@ fn mount_points() -> Vec<PathBuf> {
     text.lines().filter_map(|l| l.split(' ').nth(4)).map(|p| PathBuf::from(unescape(p))).collect()
 }
 
-fn unescape(s: &str) -> String {
+/// `/proc/self/mountinfo`'s and `/proc/self/mounts`' octal escapes (`\\040` for a space) decoded.
+pub(crate) fn unescape(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
