@@ -180,7 +180,14 @@ fn a_restored_guest_that_grows_on_a_full_quota_matches_the_model() {
     let (state, _) = source_state(&lab, &sh, work.path()).unwrap_or_else(|e| panic!("source: {e}"));
     let qemu = destination(&lab, &sh, &state, work.path()).unwrap_or_else(|e| panic!("{}: {e}", row.display()));
     eprintln!("{}: QEMU {} {:?}, model {} {:?}, verdict {}", row.display(), qemu.class(), qemu.lines(), model.outcome.class(), model.outcome.lines(), model.judgement.verdict);
-    let diffs = compare(&model.outcome, &qemu);
+    let mut diffs = compare(&model.outcome, &qemu);
+    // Imported from the command lines, with the operator's resize and the guest's plugs (no
+    // command line carries those) taken over from the scenario.
+    let mut il = imported(&lab, &sh, None).unwrap_or_else(|e| panic!("{}: import: {e}", row.display()));
+    il.scenario.manager = l.scenario.manager.clone();
+    il.scenario.guest = l.scenario.guest.clone();
+    let imp = run(&il).unwrap_or_else(|e| panic!("{}: the imported scenario: {e}", row.display()));
+    diffs.extend(compare(&imp.outcome, &qemu).into_iter().map(|d| format!("imported from its command lines: {d}")));
     assert!(diffs.is_empty(), "{}", diffs.join("; "));
 }
 
