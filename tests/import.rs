@@ -44,7 +44,8 @@ fn every_conformance_case_imported_from_its_command_lines_predicts_what_its_file
             checked += 1;
         }
     }
-    assert!(checked >= 20, "only {checked} cases were imported");
+    eprintln!("{checked} conformance cases imported from their command lines");
+    assert!(checked >= 25, "only {checked} cases were imported");
 }
 
 fn import(args: &[&str]) -> (bool, String, String) {
