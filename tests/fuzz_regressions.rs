@@ -9,10 +9,11 @@ use std::time::Duration;
 
 type Target = fn(&[u8]) -> bool;
 
-const TARGETS: [(&str, Target); 3] = [
+const TARGETS: [(&str, Target); 4] = [
     ("decode", vmemsim_sim::fuzzing::decode),
     ("preflight", vmemsim_sim::fuzzing::preflight),
     ("scenario", vmemsim_sim::fuzzing::scenario),
+    ("import", vmemsim_sim::fuzzing::import),
 ];
 
 /// The files of `fuzz/<dir>/<target>/`, sorted; none when the folder does not exist.

@@ -88,3 +88,34 @@ pub fn scenario(data: &[u8]) -> bool {
     let _ = crate::run::check_expectations(&loaded, &sim);
     true
 }
+
+/// The mounts the import target knows: a hugetlbfs, a tmpfs and the root's disk.
+fn import_mounts(free: Option<u64>) -> Vec<crate::import::qemu::MountFact> {
+    use crate::import::qemu::MountFact;
+    let m = |path: &str, fs: &str, page: Option<u64>| MountFact { path: path.into(), fs: fs.into(), page_size: page, free: if fs == "disk" { None } else { free } };
+    vec![m("/dev/hugepages", "hugetlbfs", Some(2 << 20)), m("/dev/hugepages1G", "hugetlbfs", Some(1 << 30)), m("/dev/shm", "tmpfs", None), m("", "disk", None)]
+}
+
+/// `vmemsim import` on the bytes: a first byte `l` makes the rest a libvirt domain XML, any
+/// other a QEMU command line (split at whitespace). What it writes must be a scenario file
+/// that parses; when it also builds, it runs as [`scenario`] does. True when it wrote one.
+pub fn import(data: &[u8]) -> bool {
+    use crate::import::qemu::{import_qemu, Import};
+    let Some((&kind, rest)) = data.split_first() else { return false };
+    let Ok(text) = std::str::from_utf8(rest) else { return false };
+    let source = if kind == b'l' {
+        match crate::import::libvirt::command_line(text, &import_mounts(None)) {
+            Ok((args, _)) => args,
+            Err(_) => return false,
+        }
+    } else {
+        text.split_whitespace().map(str::to_string).collect()
+    };
+    let i = Import { source, source_mounts: import_mounts(None), destination_mounts: import_mounts(Some(1 << 30)), ..Import::default() };
+    let Ok(out) = import_qemu(&i) else { return false };
+    if let Err(e) = crate::load::parse(Path::new("imported.toml"), &out) {
+        panic!("the importer wrote a scenario the loader refuses: {e}\n{out}");
+    }
+    scenario(out.as_bytes());
+    true
+}

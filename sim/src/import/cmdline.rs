@@ -178,7 +178,8 @@ pub fn read(args: &[String], qemu: &QemuProfile) -> Result<Side, String> {
     let mut buses = vec![Bus { id: root.into(), path: "0000:00".into(), taken: board_slots(&machine, vga && !nodefaults, nic && !nodefaults), one_slot: false }];
     for o in &objects {
         let ty = o.kind("qom-type").unwrap_or("");
-        if !ty.starts_with("memory-backend-") {
+        if !["memory-backend-ram", "memory-backend-memfd", "memory-backend-file"].contains(&ty) {
+            // memory-backend-epc and the like, or no memory backend at all.
             side.notes.push(format!("-object {}: not modelled", o.text));
             continue;
         }
@@ -267,7 +268,9 @@ fn backend(o: &Opts, ty: &str, notes: &mut Vec<String>) -> Result<Backend, Strin
                     b.host_nodes.extend(a..=z.min(a + 1024));
                 }
             }
-            "policy" => b.policy = Some(v.clone()),
+            // The QAPI enum HostMemPolicy (qapi/machine.json).
+            "policy" if ["default", "preferred", "bind", "interleave"].contains(&v.as_str()) => b.policy = Some(v.clone()),
+            "policy" => return Err(err(format!("Parameter 'policy' does not accept value '{v}' (default, preferred, bind or interleave)"))),
             _ => notes.push(format!("-object {}: {k}={v} not modelled", b.id)),
         }
     }

@@ -45,6 +45,12 @@ pub struct Import {
     pub postcopy: Option<String>,
 }
 
+/// User text inside a `#` comment: TOML comments take no control characters, so those are
+/// written escaped (`\u{1b}`), as a reader would want to see them anyway.
+fn c(s: &str) -> String {
+    s.chars().map(|ch| if ch.is_control() && ch != '\t' { ch.escape_default().to_string() } else { ch.to_string() }).collect()
+}
+
 fn q(s: &str) -> String {
     toml::Value::String(s.to_string()).to_string()
 }
@@ -79,13 +85,13 @@ pub fn import_qemu(i: &Import) -> Result<String, String> {
     let mut out = String::new();
     let w = &mut out;
     let _ = writeln!(w, "# Imported by `vmemsim import` from the source's QEMU command line:");
-    let _ = writeln!(w, "#   {}", i.source.join(" "));
+    let _ = writeln!(w, "#   {}", c(&i.source.join(" ")));
     if let Some(d) = &i.destination {
         let _ = writeln!(w, "# and the destination's:");
-        let _ = writeln!(w, "#   {}", d.join(" "));
+        let _ = writeln!(w, "#   {}", c(&d.join(" ")));
     }
     for s in &i.said {
-        let _ = writeln!(w, "# {s}");
+        let _ = writeln!(w, "# {}", c(s));
     }
     let mut notes: Vec<String> = src.notes.iter().map(|n| format!("source: {n}")).collect();
     if let Some(d) = &dst {
@@ -94,7 +100,7 @@ pub fn import_qemu(i: &Import) -> Result<String, String> {
     if !notes.is_empty() {
         let _ = writeln!(w, "# Kept, not used by the model:");
         for n in &notes {
-            let _ = writeln!(w, "#   {n}");
+            let _ = writeln!(w, "#   {}", c(n));
         }
     }
     let _ = writeln!(w, "# The guest is taken to have plugged each device's requested-size when migration starts.");
@@ -194,7 +200,7 @@ fn limits(w: &mut String, name: &str, s: &Side, mounts: &[MountFact], huge: &[Hu
                 let _ = writeln!(w, "size = {}                          # what its size= quota has left", qs(f));
             }
             None if name == "destination" && m.fs != "disk" => {
-                let _ = writeln!(w, "# size: not known (give --dest-mount {}:{}:FREE, or import with --host on the destination)", m.path, m.fs);
+                let _ = writeln!(w, "# size: not known (give --dest-mount {}:{}:FREE, or import with --host on the destination)", c(&m.path), m.fs);
             }
             None => {}
         }
@@ -253,7 +259,7 @@ fn memdev(w: &mut String, name: &str, b: &Backend) -> Result<(), String> {
 fn device(w: &mut String, s: &Side, d: &VirtioMem, dst: Option<&Side>) -> Result<(), String> {
     let b = s.backends.iter().find(|b| b.id == d.memdev).ok_or_else(|| format!("-device {}: no -object memory backend has id '{}'", d.text, d.memdev))?;
     let region = b.size.ok_or_else(|| format!("-object {}: a memory backend needs a size", b.text))?;
-    let _ = writeln!(w, "\n# -device {}", d.text);
+    let _ = writeln!(w, "\n# -device {}", c(&d.text));
     let _ = writeln!(w, "[[device]]\nid = {}", q(&d.id));
     let how = if d.pci_assigned { "                   # the slot QEMU assigns it" } else { "" };
     let _ = writeln!(w, "pci = {}{how}", q(&d.pci));
