@@ -130,6 +130,7 @@ fn mistakes_name_the_option() {
 fn host_reads_this_hosts_mounts_and_what_their_quota_has_left() {
     let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
     let Some(tmpfs) = mounts.lines().map(|l| l.split(' ').collect::<Vec<_>>()).find(|f| f.len() > 2 && f[2] == "tmpfs" && !f[1].contains('\\')).map(|f| f[1].to_string()) else {
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "CI=true: this host has no tmpfs mount to read");
         eprintln!("skipping: this host has no tmpfs mount to read");
         return;
     };

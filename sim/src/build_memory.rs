@@ -214,16 +214,20 @@ pub fn qemu_size(b: Bytes) -> String {
     }
 }
 
+/// Whether `path` lies on the mount at `mount`: the mount point is a whole-component prefix
+/// (`/` and the empty root hold every absolute path).
+pub fn lies_under(path: &str, mount: &str) -> bool {
+    let mp = mount.trim_end_matches('/');
+    mp.is_empty() || path == mp || path.strip_prefix(mp).is_some_and(|rest| rest.starts_with('/'))
+}
+
 /// The mount a path lies on: the longest mount path that is a whole-component prefix.
 fn mount_of(path: &str, limits: &[Limit]) -> Option<(LimitId, MountFs)> {
     limits
         .iter()
         .enumerate()
         .filter_map(|(i, l)| match &l.kind {
-            LimitKind::Mount { path: mp, fs } => {
-                let under = path == mp || path.strip_prefix(mp.as_str()).is_some_and(|rest| rest.starts_with('/')) || mp == "/";
-                under.then_some((LimitId(i), *fs, mp.len()))
-            }
+            LimitKind::Mount { path: mp, fs } => lies_under(path, mp).then_some((LimitId(i), *fs, mp.len())),
             _ => None,
         })
         .max_by_key(|(_, _, len)| *len)

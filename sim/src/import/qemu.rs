@@ -61,13 +61,7 @@ fn qs(b: u64) -> String {
 
 /// The mount a path lies on: the longest mount point that is a whole-component prefix.
 fn mount_for<'a>(path: &str, mounts: &'a [MountFact]) -> Option<&'a MountFact> {
-    mounts
-        .iter()
-        .filter(|m| {
-            let mp = m.path.trim_end_matches('/');
-            mp.is_empty() || path == mp || path.strip_prefix(mp).is_some_and(|r| r.starts_with('/'))
-        })
-        .max_by_key(|m| m.path.len())
+    mounts.iter().filter(|m| crate::build_memory::lies_under(path, &m.path)).max_by_key(|m| m.path.len())
 }
 
 /// The scenario text.
