@@ -5,13 +5,20 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::process::ExitCode;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use vmemsim_model::migration::verdict::Verdict;
 use vmemsim_model::{OutcomeClass, Variant};
-use vmemsim_sim::campaign::{campaign, Options, Shard, Summary};
+use vmemsim_sim::campaign::{campaign, run_seed_on, seeds, Options, Shard, Summary, Tally};
 use vmemsim_sim::found::{record, record_hazard};
+use vmemsim_sim::gen::generate_on;
 use vmemsim_sim::hazards::Hazard;
+use vmemsim_sim::report::campaign_doc::{seed_command, CampaignDoc, FindingDoc, ShownDoc};
+use vmemsim_sim::report::junit::{self, Case, Problem};
 use vmemsim_sim::Property;
+
+use crate::format::{print_doc, Format};
 
 pub struct Args {
     pub options: Options,
@@ -19,14 +26,21 @@ pub struct Args {
     pub shrink_time: Duration,
     pub shrink: bool,
     pub save_hazards: Option<PathBuf>,
+    pub show: bool,
+    pub junit: Option<PathBuf>,
+    pub format: Format,
 }
 
-/// One table of counts with the first seed of each row.
-fn counts_table<const N: usize>(what: &str, counted: &str, seed: &str, rows: [(&str, Option<(u64, u64)>); N]) {
-    out!("{:<28} {:>10}  {}", what, counted, seed);
+/// One table of counts: each row with its lowest seeds, and the command that shows the first.
+fn counts_table<const N: usize>(o: &Options, what: &str, counted: &str, rows: [(&str, Option<&Tally>); N]) {
+    out!("{:<28} {:>10}  {}", what, counted, "lowest seeds");
     for (name, entry) in rows {
         match entry {
-            Some((n, seed)) => out!("{:<28} {:>10}  {seed}", name, n),
+            Some(t) => {
+                let seeds: Vec<String> = t.examples.iter().map(u64::to_string).collect();
+                out!("{:<28} {:>10}  {}", name, t.count, seeds.join(", "));
+                out!("{:<28} {:>10}    {}", "", "", seed_command(o, t.first()));
+            }
             None => out!("{:<28} {:>10}", name, 0),
         }
     }
@@ -35,27 +49,25 @@ fn counts_table<const N: usize>(what: &str, counted: &str, seed: &str, rows: [(&
 fn print_summary(o: &Options, s: &Summary) {
     let secs = s.elapsed.as_secs_f64().max(1e-9);
     out!(
-        "campaign: {} runs from seed {}, shard {}/{}, variant {}, {} threads, {:.3} s ({:.0} runs/s)",
+        "campaign: {} runs from seed {}, shard {}/{}, variant {}, {} thread{}, {:.3} s ({:.0} runs/s)",
         s.runs,
         o.seed,
         o.shard.index,
         o.shard.count,
         o.variant,
         o.threads,
+        if o.threads == 1 { "" } else { "s" },
         secs,
         s.runs as f64 / secs
     );
     out!("");
-    out!("{:<28} {:>10}", "outcome", "runs");
-    for c in OutcomeClass::ALL {
-        out!("{:<28} {:>10}", c.name(), s.by_class.get(c.name()).copied().unwrap_or(0));
-    }
+    counts_table(o, "outcome", "runs", OutcomeClass::ALL.map(|c| (c.name(), s.by_class.get(c.name()))));
     out!("");
-    counts_table("verdict", "runs", "first seed (vmemsim campaign --seed S --runs 1)", Verdict::ALL.map(|v| (v.name(), s.by_verdict.get(&v).copied())));
+    counts_table(o, "verdict", "runs", Verdict::ALL.map(|v| (v.name(), s.by_verdict.get(&v))));
     out!("");
-    counts_table("QEMU hazard", "runs", "first seed", Hazard::ALL.map(|h| (h.name(), s.by_hazard.get(&h).copied())));
+    counts_table(o, "QEMU hazard", "runs", Hazard::ALL.map(|h| (h.name(), s.by_hazard.get(&h))));
     out!("");
-    counts_table("property", "violations", "first seed", Property::ALL.map(|p| (p.name(), s.by_property.get(&p).copied())));
+    counts_table(o, "property", "violations", Property::ALL.map(|p| (p.name(), s.by_property.get(&p))));
     if !s.generator_errors.is_empty() {
         out!("");
         out!("generator errors (a bug in vmemsim): {}", s.generator_errors.len());
@@ -65,14 +77,60 @@ fn print_summary(o: &Options, s: &Summary) {
     }
 }
 
-/// Runs the campaign; returns whether it found anything.
-pub fn run(args: Args) -> Result<bool, String> {
+/// The most seeds `--show` prints.
+const SHOW_MAX: u64 = 100;
+
+/// `--show`: each seed's scenario as TOML, with its result as comments, so the output is a
+/// file `vmemsim run` takes.
+fn show(o: &Options) -> Result<Vec<ShownDoc>, String> {
+    let runs = o.runs.filter(|r| *r <= SHOW_MAX).ok_or_else(|| format!("--show prints every scenario: give --runs {SHOW_MAX} or fewer"))?;
+    let count = runs / o.shard.count + u64::from(runs % o.shard.count > o.shard.index);
+    let mut shown = Vec::new();
+    for i in 0..count {
+        let seed = seeds(o, i);
+        let scenario = generate_on(seed, o.variant, o.qemu);
+        let text = toml::to_string(&scenario).map_err(|e| format!("seed {seed}: cannot write the scenario: {e}"))?;
+        let (r, sim) = run_seed_on(seed, o.variant, o.qemu);
+        let mut result = match (&r.class, &sim) {
+            (Ok(_), Some(sim)) => {
+                let mut lines: Vec<String> = sim.outcome.to_string().lines().map(str::to_string).collect();
+                lines.push(format!("verdict: {}", sim.judgement));
+                lines.extend(sim.violations.iter().map(|v| format!("property {} violated: {}", v.property, v.detail)));
+                lines.push(format!("trace hash: {:016x}", sim.trace_hash));
+                lines
+            }
+            (Err(e), _) | (Ok(e), None) => vec![format!("does not build: {e}")],
+        };
+        result.insert(0, format!("{} (seed {seed}):", seed_command(o, seed)));
+        shown.push(ShownDoc { seed, scenario: text, result });
+    }
+    Ok(shown)
+}
+
+/// Runs the campaign: exit 0 when it found nothing, 1 on a finding, 2 on a generator bug.
+pub fn run(args: Args) -> Result<ExitCode, String> {
     let o = &args.options;
-    let tty = std::io::stderr().is_terminal();
+    let json = args.format.json();
+    let shown = if args.show { show(o)? } else { Vec::new() };
+    if args.show && !json {
+        for (i, s) in shown.iter().enumerate() {
+            if i > 0 {
+                out!("");
+            }
+            out_raw!("{}", s.scenario);
+            for l in &s.result {
+                out!("# {l}");
+            }
+        }
+    }
+    let tty = std::io::stderr().is_terminal() && !args.show;
     let bar = ProgressBar::with_draw_target(o.runs.map(|r| r / o.shard.count), if tty { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() });
     bar.set_style(
-        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} runs, {per_sec}, findings: {msg}")
+        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} runs, {rate}, findings: {msg}")
             .map_err(|e| e.to_string())?
+            .with_key("rate", |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{:.0} runs/s", state.per_sec());
+            })
             .progress_chars("=> "),
     );
     bar.set_message("0");
@@ -82,6 +140,7 @@ pub fn run(args: Args) -> Result<bool, String> {
         if tty {
             bar.set_position(done);
             bar.set_message(findings.to_string());
+        } else if args.show {
         } else if let Ok(mut last) = last_line.try_lock() {
             if last.elapsed() >= Duration::from_secs(2) {
                 *last = Instant::now();
@@ -92,44 +151,97 @@ pub fn run(args: Args) -> Result<bool, String> {
     };
     let summary = campaign(o, &progress);
     bar.finish_and_clear();
-    print_summary(o, &summary);
-    if !summary.generator_errors.is_empty() {
-        return Err(format!("{} generated scenarios did not build: a bug in the generator", summary.generator_errors.len()));
+    if !json && !args.show {
+        print_summary(o, &summary);
     }
+    let bug = !summary.generator_errors.is_empty();
     if let Some(dir) = &args.save_hazards {
-        save_hazards(o, &summary, dir, args.shrink_time)?;
-    }
-    if summary.findings.is_empty() {
-        return Ok(false);
-    }
-    out!("");
-    out!("findings: {} seeds violate a property", summary.findings.len());
-    for (p, (_, seed)) in &summary.by_property {
-        out!("  {p}: first at seed {seed}; unshrunk replay: vmemsim campaign --variant {} --qemu {} --seed {seed} --runs 1", o.variant, o.qemu);
-        if !args.shrink {
-            continue;
+        if !bug {
+            save_hazards(o, &summary, dir, args.shrink_time, json)?;
         }
-        let f = record(*seed, o.variant, o.qemu, *p, &args.found_dir, args.shrink_time).map_err(|e| format!("cannot write the finding: {e}"))?;
-        out!(
-            "    shrunk from {} parts to {} in {} steps ({:.2} s{}); replay: {}",
-            f.size_before.0,
-            f.size_after.0,
-            f.shrunk.steps,
-            f.shrunk.elapsed.as_secs_f64(),
-            if f.shrunk.timed_out { ", budget reached" } else { "" },
-            f.replay_command()
-        );
     }
-    Ok(true)
+    let mut findings = Vec::new();
+    if !summary.findings.is_empty() && !bug {
+        if !json {
+            out!("");
+            out!("findings: {} seeds violate a property", summary.findings.len());
+        }
+        for (p, t) in &summary.by_property {
+            let seed = t.first();
+            let unshrunk = format!("vmemsim campaign --variant {} --qemu {} --seed {seed} --runs 1 --show", o.variant, o.qemu);
+            if !json {
+                out!("  {p}: first at seed {seed}; unshrunk: {unshrunk}");
+            }
+            if !args.shrink {
+                findings.push(FindingDoc { property: p.name().to_string(), seed, file: None, replay: unshrunk, parts_before: None, parts_after: None });
+                continue;
+            }
+            let f = record(seed, o.variant, o.qemu, *p, &args.found_dir, args.shrink_time).map_err(|e| format!("cannot write the finding: {e}"))?;
+            if !json {
+                out!(
+                    "    shrunk from {} parts to {} in {} steps ({:.2} s{}); replay: {}",
+                    f.size_before.0,
+                    f.size_after.0,
+                    f.shrunk.steps,
+                    f.shrunk.elapsed.as_secs_f64(),
+                    if f.shrunk.timed_out { ", budget reached" } else { "" },
+                    f.replay_command()
+                );
+            }
+            let (before, after) = (f.size_before.0, f.size_after.0);
+            findings.push(FindingDoc { property: p.name().to_string(), seed, file: Some(f.path.display().to_string()), replay: f.replay_command(), parts_before: Some(before), parts_after: Some(after) });
+        }
+    }
+    let code = if bug { 2 } else { u8::from(!summary.findings.is_empty()) };
+    if let Some(path) = &args.junit {
+        std::fs::write(path, junit_of(o, &summary)).map_err(|e| format!("{}: cannot write the JUnit file: {e}", path.display()))?;
+    }
+    if json {
+        let mut doc = CampaignDoc::new(o, &summary, findings, code);
+        doc.shown = shown;
+        print_doc(&doc);
+    } else if bug {
+        eprintln!("error: {} generated scenarios did not build: a bug in the generator", summary.generator_errors.len());
+    }
+    Ok(ExitCode::from(code))
+}
+
+/// The campaign as JUnit: a case per property, failing with its seeds when violated, and one
+/// for the generator, in error when a generated scenario did not build.
+fn junit_of(o: &Options, s: &Summary) -> String {
+    let secs = s.elapsed.as_secs_f64();
+    let mut cases = Vec::new();
+    for p in Property::ALL {
+        let mut case = Case::new("vmemsim.campaign", p.name(), 0.0);
+        if let Some(t) = s.by_property.get(&p) {
+            let lines: Vec<String> = t.examples.iter().map(|&seed| seed_command(o, seed)).collect();
+            case.failure = Some(Problem { message: format!("{} of {} runs violate {p}", t.count, s.runs), kind: "property".into(), text: lines.join("\n") });
+        }
+        cases.push(case);
+    }
+    let mut generator = Case::new("vmemsim.campaign", "generated scenarios build", 0.0);
+    if let Some((seed, e)) = s.generator_errors.first() {
+        generator.error = Some(Problem { message: format!("{} generated scenarios did not build", s.generator_errors.len()), kind: "generator".into(), text: format!("seed {seed}: {e}") });
+    }
+    cases.push(generator);
+    if let Some(first) = cases.first_mut() {
+        // The campaign's time, on its first case: the cases run together.
+        first.time = format!("{secs:.3}");
+    }
+    junit::document(&format!("vmemsim campaign --variant {} --qemu {} --seed {} --runs {}", o.variant, o.qemu, o.seed, s.runs), cases)
 }
 
 /// Shrinks and writes the first seed of each hazard the campaign saw.
-fn save_hazards(o: &Options, summary: &Summary, dir: &std::path::Path, budget: Duration) -> Result<(), String> {
+fn save_hazards(o: &Options, summary: &Summary, dir: &std::path::Path, budget: Duration, json: bool) -> Result<(), String> {
     if o.variant != Variant::Faithful {
         return Err("--save-hazards is for faithful campaigns: a variant's runs show the variant, not QEMU".into());
     }
-    for (h, (_, seed)) in &summary.by_hazard {
-        let f = record_hazard(*seed, o.qemu, *h, dir, budget).map_err(|e| format!("cannot write the hazard: {e}"))?;
+    for (h, t) in &summary.by_hazard {
+        let seed = t.first();
+        let f = record_hazard(seed, o.qemu, *h, dir, budget).map_err(|e| format!("cannot write the hazard: {e}"))?;
+        if json {
+            continue;
+        }
         out!(
             "hazard {h} (seed {seed}): shrunk from {} parts to {} in {} steps; replay: vmemsim replay {}",
             f.size_before.0,

@@ -7,6 +7,9 @@ use vmemsim_model::QemuVersion;
 use vmemsim_sim::import::{host, libvirt};
 use vmemsim_sim::import::qemu::{import_qemu, HugeFact, Import, MountFact};
 use vmemsim_sim::import::qemu_args::size;
+use vmemsim_sim::report::SCHEMA;
+
+use crate::format::{print_doc, Format};
 
 /// What `vmemsim import qemu` was given.
 pub struct QemuArgs {
@@ -76,15 +79,31 @@ pub struct Domains {
     pub destination: Option<PathBuf>,
 }
 
-pub fn qemu(a: QemuArgs) -> Result<ExitCode, String> {
-    run(a, None)
+pub fn qemu(a: QemuArgs, format: Format) -> Result<ExitCode, String> {
+    run(a, None, format)
 }
 
-pub fn libvirt(a: QemuArgs, d: Domains) -> Result<ExitCode, String> {
-    run(a, Some(d))
+pub fn libvirt(a: QemuArgs, d: Domains, format: Format) -> Result<ExitCode, String> {
+    run(a, Some(d), format)
 }
 
-fn run(a: QemuArgs, domains: Option<Domains>) -> Result<ExitCode, String> {
+/// `import`'s document: the scenario's text, where it went, and where each fact came from.
+#[derive(serde::Serialize)]
+struct ImportDoc {
+    schema: &'static str,
+    command: &'static str,
+    /// `qemu` or `libvirt`.
+    from: &'static str,
+    /// The file written; `null`: the scenario is only in `scenario`.
+    output: Option<String>,
+    /// The scenario, as TOML.
+    scenario: String,
+    /// Where each fact came from (the file's header lines).
+    facts: Vec<String>,
+    exit_code: u8,
+}
+
+fn run(a: QemuArgs, domains: Option<Domains>, format: Format) -> Result<ExitCode, String> {
     let (source, destination) = match &domains {
         Some(_) => (Vec::new(), None),
         None => {
@@ -143,12 +162,18 @@ fn run(a: QemuArgs, domains: Option<Domains>) -> Result<ExitCode, String> {
         }
     }
     let text = import_qemu(&i)?;
-    match &a.output {
-        Some(p) => {
-            std::fs::write(p, &text).map_err(|e| format!("{}: {e}", p.display()))?;
-            eprintln!("wrote {}: run it with `vmemsim run {}`", p.display(), p.display());
+    if let Some(p) = &a.output {
+        std::fs::write(p, &text).map_err(|e| format!("{}: {e}", p.display()))?;
+    }
+    if format.json() {
+        let from = if domains.is_some() { "libvirt" } else { "qemu" };
+        let output = a.output.as_ref().map(|p| p.display().to_string());
+        print_doc(&ImportDoc { schema: SCHEMA, command: "import", from, output, scenario: text, facts: i.said.clone(), exit_code: 0 });
+    } else {
+        match &a.output {
+            Some(p) => eprintln!("wrote {}: run it with `vmemsim run {}`", p.display(), p.display()),
+            None => out_raw!("{text}"),
         }
-        None => print!("{text}"),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -21,8 +21,10 @@ macro_rules! out_raw {
 }
 
 mod campaign_cmd;
+mod format;
 mod import_cmd;
 mod real_cmd;
+mod run_cmd;
 mod stream_cmd;
 
 use std::path::PathBuf;
@@ -30,16 +32,19 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use vmemsim_model::migration::verdict::Verdict;
-use vmemsim_model::{Capacity, Mode, PostcopyStart, Variant};
+use format::Format;
+use vmemsim_model::Variant;
 use vmemsim_sim::campaign::{Options, Shard};
-use vmemsim_sim::{build, check_expectations, load, run_built, Built, Loaded};
 
 #[derive(Parser)]
 #[command(name = "vmemsim", version, about = "Deterministic simulation of QEMU virtio-mem plug state and migration ordering")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// `human` (the default) or `json`: one document of the `vmemsim/1` schema on stdout
+    /// (schema/vmemsim-1.schema.json), errors included.
+    #[arg(long, global = true, value_enum, default_value = "human")]
+    format: Format,
 }
 
 /// What both importers take besides their input.
@@ -125,11 +130,20 @@ enum Command {
     /// Judge a scenario: print the verdict over both sides; exit 0 when safe, 1 when not, 2 when
     /// the file is wrong.
     Check { file: PathBuf },
-    /// Rerun a scenario and check its expected outcome, trace hash and violated properties.
+    /// Rerun scenarios and check each one's expected outcome, trace hash and violated
+    /// properties; exit 0 when all met theirs, 1 when one did not, 2 when a file is wrong.
     Replay {
-        file: PathBuf,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
         #[arg(long)]
         trace: bool,
+        /// Also write the results as one JUnit XML file (a test case per scenario).
+        #[arg(long)]
+        junit: Option<PathBuf>,
+        /// Write the run's result into each file's [expect] (showing the difference first),
+        /// keeping the rest of the file as it is.
+        #[arg(long)]
+        accept: bool,
     },
     /// Run many generated scenarios, shrink what they find, and save it under scenarios/found/.
     Campaign {
@@ -170,6 +184,14 @@ enum Command {
         /// Stop at the first finding (the same one whatever the thread count).
         #[arg(long)]
         stop_on_finding: bool,
+        /// Print each seed's generated scenario as TOML (a file `vmemsim run` takes), with its
+        /// result as comments, instead of the tables; at most 100 runs.
+        #[arg(long)]
+        show: bool,
+        /// Also write the result as JUnit XML: a test case per property (failing with its
+        /// seeds when violated).
+        #[arg(long)]
+        junit: Option<PathBuf>,
     },
     /// Print what a migration stream holds, as analyze-migration.py does (`-` reads stdin).
     Analyze {
@@ -240,113 +262,47 @@ enum BackendArg {
     Real,
 }
 
-fn describe(l: &Loaded, b: &Built) {
-    let s = &l.scenario;
-    out!("scenario: {}", s.name);
-    if s.variant != Variant::Faithful {
-        out!("variant: {}", s.variant);
+fn command_name(c: &Command) -> &'static str {
+    match c {
+        Command::Run { .. } => "run",
+        Command::Check { .. } => "check",
+        Command::Replay { .. } => "replay",
+        Command::Campaign { .. } => "campaign",
+        Command::Analyze { .. } => "analyze",
+        Command::Preflight { .. } => "preflight",
+        Command::Encode { .. } => "encode",
+        Command::Import { .. } => "import",
+        Command::RealDestination { .. } => "__real-destination",
+        Command::Guard { .. } => "__guard",
+        Command::Cleanup => "cleanup",
     }
-    let cap = |c: Capacity| match c {
-        Capacity::Unlimited => "unlimited".to_string(),
-        Capacity::Limited(b) => b.to_string(),
-    };
-    let side = |name: &str, qemu: &vmemsim_model::QemuProfile, machine: &str, memory: &vmemsim_model::Memory| {
-        if let Some(backend) = memory.single_backend() {
-            out!("{name}: QEMU {}, machine {machine}, {} memory ({} pages), capacity {}", qemu.version, backend.kind.name(), backend.page_size, cap(backend.capacity));
-            return;
-        }
-        out!("{name}: QEMU {}, machine {machine}", qemu.version);
-        for m in &memory.memdevs {
-            let main = if memory.main.as_deref() == Some(m.id.as_str()) { ", main RAM" } else { "" };
-            let limits: Vec<String> = memory.draws(m).iter().flatten().map(|l| format!("{} ({})", memory.limits[l.0].kind.describe(), cap(memory.limits[l.0].capacity))).collect();
-            let limits = if limits.is_empty() { "no limit".to_string() } else { limits.join(", ") };
-            out!("  memdev {}{main}: {} memory ({} pages), drawing from {limits}", m.id, m.kind.name(), m.page_size);
-        }
-    };
-    side("source", &b.source_qemu, b.source.machine.name(), &b.source_memory);
-    for d in &b.source.devices {
-        out!("  {} at {}: {}", d.id(), d.pci(), d.summary());
-    }
-    side("destination", &b.destination_qemu, b.destination.machine.name(), &b.destination.memory);
-    match b.plan.mode {
-        Mode::Precopy => out!("migration: precopy"),
-        Mode::Postcopy { start: PostcopyStart::Share(p) } => out!("migration: postcopy, migrate-start-postcopy after {p}% of the pages"),
-        Mode::Postcopy { start: PostcopyStart::After(b) } => out!("migration: postcopy, migrate-start-postcopy after {b} of page data"),
-    }
-}
-
-fn run(file: PathBuf, trace: bool, replay: bool) -> Result<ExitCode, String> {
-    let l = load(&file).map_err(|e| e.to_string())?;
-    if replay && l.scenario.expect.is_none() {
-        return Err(format!("{}: replay needs an [expect] table to check against", file.display()));
-    }
-    let b = build(&l).map_err(|e| e.to_string())?;
-    describe(&l, &b);
-    let report = run_built(&b);
-    if trace {
-        out!("trace:");
-        for line in &report.trace {
-            out!("  {line}");
-        }
-    }
-    out_raw!("{}", report.outcome);
-    out_raw!("{}", report.source);
-    out!("verdict: {}", report.judgement);
-    for v in &report.violations {
-        out!("property {} violated: {}", v.property, v.detail);
-    }
-    out!("trace hash: {:016x}", report.trace_hash);
-    let diffs = check_expectations(&l, &report).map_err(|e| e.to_string())?;
-    if l.scenario.expect.is_none() {
-        // Without an expectation the run answers the operator's question: safe or not.
-        let safe = report.judgement.verdict == Verdict::Safe;
-        return Ok(if diffs.is_empty() && safe { ExitCode::SUCCESS } else { ExitCode::from(1) });
-    }
-    Ok(verdict("expectation: met", "expectation: NOT met", &diffs))
-}
-
-/// `vmemsim check`: the verdict line and the reasons; exit 0 only when safe.
-fn check(file: PathBuf) -> Result<ExitCode, String> {
-    let l = load(&file).map_err(|e| e.to_string())?;
-    let b = build(&l).map_err(|e| e.to_string())?;
-    let report = run_built(&b);
-    out!("{}: {}", file.display(), report.judgement);
-    out_raw!("  destination {}", report.outcome.to_string().trim_start_matches("outcome: "));
-    out_raw!("  {}", report.source);
-    for v in &report.violations {
-        out!("  property {} violated: {}", v.property, v.detail);
-    }
-    Ok(if report.judgement.verdict == Verdict::Safe { ExitCode::SUCCESS } else { ExitCode::from(1) })
-}
-
-/// Prints `ok` when there are no differences (exit 0), else `bad` and each difference indented
-/// (exit 1).
-fn verdict(ok: &str, bad: &str, diffs: &[String]) -> ExitCode {
-    if diffs.is_empty() {
-        out!("{ok}");
-        return ExitCode::SUCCESS;
-    }
-    out!("{bad}");
-    for d in diffs {
-        out!("  {d}");
-    }
-    ExitCode::from(1)
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let args: Vec<String> = std::env::args().collect();
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
+        Err(e) if format::requested(&args).json() && e.use_stderr() => {
+            let command = args.iter().skip(1).find(|a| !a.starts_with('-') && *a != "json" && *a != "human").map_or("vmemsim", String::as_str);
+            format::print_error(Format::Json, command, e.render().to_string().trim_end());
+            return ExitCode::from(2);
+        }
+        Err(e) => e.exit(),
+    };
+    let format = cli.format;
+    let name = command_name(&cli.command);
     let result = match cli.command {
-        Command::Run { file, trace, backend: BackendArg::Model } => run(file, trace, false),
-        Command::Run { file, trace: _, backend: BackendArg::Real } => real_cmd::run(&file),
-        Command::Analyze { file, summary } => stream_cmd::analyze(&file, summary),
+        Command::Run { file, trace, backend: BackendArg::Model } => run_cmd::run(&file, trace, format),
+        Command::Run { file, trace: _, backend: BackendArg::Real } => real_cmd::run(&file, format),
+        Command::Analyze { file, summary } => stream_cmd::analyze(&file, summary, format),
         Command::Preflight { file, backend, capacity, destination, host, prealloc, machine, qemu } => {
             let dest = stream_cmd::Dest { backend, capacity, destination, host, prealloc: prealloc.map(|p| p == "on") };
-            stream_cmd::preflight(&file, dest, machine.as_deref(), qemu)
+            stream_cmd::preflight(&file, dest, machine.as_deref(), qemu, format)
         }
-        Command::Encode { scenario, output } => stream_cmd::encode(&scenario, &output),
-        Command::Import { from: ImportFrom::Qemu { flags, cmdline, dest_cmdline, args } } => import_cmd::qemu(flags.into_args(cmdline, dest_cmdline, args)),
+        Command::Encode { scenario, output } => stream_cmd::encode(&scenario, &output, format),
+        Command::Import { from: ImportFrom::Qemu { flags, cmdline, dest_cmdline, args } } => import_cmd::qemu(flags.into_args(cmdline, dest_cmdline, args), format),
         Command::Import { from: ImportFrom::Libvirt { domain, dest_xml, flags } } => {
-            import_cmd::libvirt(flags.into_args(None, None, Vec::new()), import_cmd::Domains { source: domain, destination: dest_xml })
+            import_cmd::libvirt(flags.into_args(None, None, Vec::new()), import_cmd::Domains { source: domain, destination: dest_xml }, format)
         }
         Command::RealDestination { mount, files } => {
             use vmemsim_sim::real::child::{destination_main, Setup};
@@ -362,21 +318,20 @@ fn main() -> ExitCode {
         Command::Guard { pid, start } => {
             return ExitCode::from(vmemsim_sim::real::guardian::guardian_main(vmemsim_sim::real::ledger::Owner { pid, start }) as u8);
         }
-        Command::Cleanup => real_cmd::cleanup(),
-        Command::Replay { file, trace } => run(file, trace, true),
-        Command::Check { file } => check(file),
-        Command::Campaign { runs, seed, threads, shard, variant, qemu, time, found_dir, shrink_time, no_shrink, save_hazards, stop_on_finding } => {
+        Command::Cleanup => real_cmd::cleanup(format),
+        Command::Replay { files, trace, junit, accept } => run_cmd::replay(run_cmd::ReplayArgs { files, trace, junit, accept }, format),
+        Command::Check { file } => run_cmd::check(&file, format),
+        Command::Campaign { runs, seed, threads, shard, variant, qemu, time, found_dir, shrink_time, no_shrink, save_hazards, stop_on_finding, show, junit } => {
             let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
             let runs = if runs.is_none() && time.is_none() { Some(10_000) } else { runs };
             let options = Options { runs, seed, threads, shard, variant, qemu, time, stop_on_finding };
-            campaign_cmd::run(campaign_cmd::Args { options, found_dir, shrink_time, shrink: !no_shrink, save_hazards })
-                .map(|found| if found { ExitCode::from(1) } else { ExitCode::SUCCESS })
+            campaign_cmd::run(campaign_cmd::Args { options, found_dir, shrink_time, shrink: !no_shrink, save_hazards, show, junit, format })
         }
     };
     match result {
         Ok(code) => code,
         Err(message) => {
-            eprintln!("error: {message}");
+            format::print_error(format, name, &message);
             ExitCode::from(2)
         }
     }

@@ -5,11 +5,51 @@ use std::process::ExitCode;
 
 use vmemsim_model::wire::encode::encode_precopy;
 use vmemsim_model::OutcomeClass;
-use vmemsim_sim::stream::{analyze_json, backend_of, pretty, preflight_with as predict, read_events, summary, DestMemory};
+use vmemsim_sim::report::run_doc::OutcomeDoc;
+use vmemsim_sim::report::SCHEMA;
+use vmemsim_sim::stream::{analyze_json, backend_of, pretty, preflight_with as predict, read_events, summary, summary_value, DestMemory};
 use vmemsim_sim::{build, load};
 
-pub fn analyze(file: &Path, people: bool) -> Result<ExitCode, String> {
+use crate::format::{print_doc, Format};
+
+/// `analyze --format json`: the analyzer's output and the summary, in one document.
+#[derive(serde::Serialize)]
+struct AnalyzeDoc {
+    schema: &'static str,
+    command: &'static str,
+    file: String,
+    /// What `analyze` prints without --format: analyze-migration.py's document.
+    analysis: serde_json::Value,
+    summary: serde_json::Value,
+    exit_code: u8,
+}
+
+/// `preflight --format json`.
+#[derive(serde::Serialize)]
+struct PreflightDoc {
+    schema: &'static str,
+    command: &'static str,
+    file: String,
+    /// The limits re-read on this host (`--host`).
+    read_on_host: Vec<String>,
+    /// Device memory the destination must populate, and what it has (`null`: unlimited).
+    needed_bytes: u64,
+    available_bytes: Option<u64>,
+    /// The prediction's reasoning, line by line, as the human form prints it.
+    report: Vec<String>,
+    outcome: OutcomeDoc,
+    /// Only a completed restore is safe.
+    safe: bool,
+    verdict: String,
+    exit_code: u8,
+}
+
+pub fn analyze(file: &Path, people: bool, format: Format) -> Result<ExitCode, String> {
     let events = read_events(file).map_err(|e| e.to_string())?;
+    if format.json() {
+        print_doc(&AnalyzeDoc { schema: SCHEMA, command: "analyze", file: file.display().to_string(), analysis: analyze_json(&events), summary: summary_value(&events), exit_code: 0 });
+        return Ok(ExitCode::SUCCESS);
+    }
     if people {
         out_raw!("{}", summary(&events));
     } else {
@@ -27,7 +67,7 @@ pub struct Dest {
     pub prealloc: Option<bool>,
 }
 
-pub fn preflight(file: &Path, d: Dest, machine: Option<&str>, qemu: vmemsim_model::QemuVersion) -> Result<ExitCode, String> {
+pub fn preflight(file: &Path, d: Dest, machine: Option<&str>, qemu: vmemsim_model::QemuVersion, format: Format) -> Result<ExitCode, String> {
     let mut said = Vec::new();
     let memory = match (&d.backend, &d.capacity, &d.destination) {
         (Some(b), Some(c), None) => DestMemory::One(backend_of(b, c)?),
@@ -45,11 +85,6 @@ pub fn preflight(file: &Path, d: Dest, machine: Option<&str>, qemu: vmemsim_mode
     };
     let events = read_events(file).map_err(|e| e.to_string())?;
     let p = predict(&events, memory, d.prealloc.unwrap_or(true), machine, &vmemsim_model::QemuProfile::of(qemu)).map_err(|e| format!("{}: {e}", file.display()))?;
-    for s in &said {
-        out!("read on this host: {s}");
-    }
-    out_raw!("{}", p.report);
-    out_raw!("{}", p.outcome);
     let verdict = match p.outcome.class() {
         OutcomeClass::Completed => "safe: the restore completes",
         OutcomeClass::Failed => "not safe: the restore fails gracefully (nothing is lost but the migration)",
@@ -57,11 +92,47 @@ pub fn preflight(file: &Path, d: Dest, machine: Option<&str>, qemu: vmemsim_mode
         OutcomeClass::RuntimeCrash => "NOT SAFE: the guest can die of SIGBUS after the restore",
         OutcomeClass::PostcopyFailed => "NOT SAFE: postcopy placement fails",
     };
+    let safe = p.outcome.class() == OutcomeClass::Completed;
+    if format.json() {
+        print_doc(&PreflightDoc {
+            schema: SCHEMA,
+            command: "preflight",
+            file: file.display().to_string(),
+            read_on_host: said,
+            needed_bytes: p.needed.0,
+            available_bytes: p.available.map(|b| b.0),
+            report: p.report.lines().map(str::to_string).collect(),
+            outcome: (&p.outcome).into(),
+            safe,
+            verdict: verdict.to_string(),
+            exit_code: u8::from(!safe),
+        });
+        return Ok(ExitCode::from(u8::from(!safe)));
+    }
+    for s in &said {
+        out!("read on this host: {s}");
+    }
+    out_raw!("{}", p.report);
+    out_raw!("{}", p.outcome);
     out!("verdict: {verdict}");
-    Ok(if p.outcome.class() == OutcomeClass::Completed { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(ExitCode::from(u8::from(!safe)))
 }
 
-pub fn encode(scenario: &Path, output: &Path) -> Result<ExitCode, String> {
+/// `encode --format json`: what was written where.
+#[derive(serde::Serialize)]
+struct EncodeDoc {
+    schema: &'static str,
+    command: &'static str,
+    scenario: String,
+    output: String,
+    bytes: u64,
+    exit_code: u8,
+}
+
+pub fn encode(scenario: &Path, output: &Path, format: Format) -> Result<ExitCode, String> {
+    if format.json() && output == Path::new("-") {
+        return Err("--format json prints a document on stdout: give encode an output file, not -".into());
+    }
     let l = load(scenario).map_err(|e| e.to_string())?;
     let b = build(&l).map_err(|e| e.to_string())?;
     if b.plan.is_postcopy() {
@@ -75,5 +146,9 @@ pub fn encode(scenario: &Path, output: &Path) -> Result<ExitCode, String> {
         encode_precopy(&b.source, &b.plan, &mut f)
     };
     written.map_err(|e| format!("{}: {e}", output.display()))?;
+    if format.json() {
+        let bytes = std::fs::metadata(output).map_err(|e| format!("{}: {e}", output.display()))?.len();
+        print_doc(&EncodeDoc { schema: SCHEMA, command: "encode", scenario: scenario.display().to_string(), output: output.display().to_string(), bytes, exit_code: 0 });
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -61,11 +61,21 @@ fn a_campaign_counts_verdicts_and_names_a_seed_for_each() {
     use vmemsim_sim::campaign::{campaign, run_seed, Options, Shard};
     let o = Options { runs: Some(3000), seed: 1, threads: 2, shard: Shard::WHOLE, variant: vmemsim_model::Variant::Faithful, qemu: vmemsim_model::QemuVersion::DEFAULT, time: None, stop_on_finding: false };
     let s = campaign(&o, &|_, _| {});
-    assert_eq!(s.by_verdict.values().map(|(n, _)| n).sum::<u64>(), s.runs - s.generator_errors.len() as u64);
+    assert_eq!(s.by_verdict.values().map(|t| t.count).sum::<u64>(), s.runs - s.generator_errors.len() as u64);
+    assert_eq!(s.by_class.values().map(|t| t.count).sum::<u64>(), s.runs - s.generator_errors.len() as u64);
     for v in Verdict::ALL {
-        let (n, seed) = *s.by_verdict.get(&v).unwrap_or_else(|| panic!("no {v} in {} runs: {:?}", s.runs, s.by_verdict));
-        assert!(n > 0);
-        assert_eq!(run_seed(seed, o.variant).0.verdict, Some(v), "seed {seed} replays as {v}");
+        let t = s.by_verdict.get(&v).unwrap_or_else(|| panic!("no {v} in {} runs: {:?}", s.runs, s.by_verdict));
+        assert_eq!(t.examples.len() as u64, t.count.min(3), "{v}: up to three examples");
+        assert!(t.examples.windows(2).all(|w| w[0] < w[1]), "{v}: examples ascending");
+        for &seed in &t.examples {
+            assert_eq!(run_seed(seed, o.variant).0.verdict, Some(v), "seed {seed} replays as {v}");
+        }
+    }
+    // Each outcome class's example seeds replay as that class.
+    for (class, t) in &s.by_class {
+        for &seed in &t.examples {
+            assert_eq!(run_seed(seed, o.variant).0.class.as_deref(), Ok(class.as_str()), "seed {seed} replays as {class}");
+        }
     }
 }
 

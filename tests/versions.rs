@@ -86,11 +86,11 @@ fn campaigns_count_qemus_hazards_per_release() {
         assert!(s.findings.is_empty() && s.generator_errors.is_empty(), "{:?} {:?}", s.by_property, s.generator_errors);
         assert_eq!(s.runs, 2000);
     }
-    let count = |s: &vmemsim_sim::campaign::Summary, h| s.by_hazard.get(&h).map_or(0, |e| e.0);
+    let count = |s: &vmemsim_sim::campaign::Summary, h| s.by_hazard.get(&h).map_or(0, |t| t.count);
     assert!(count(&old, Hazard::SourceStuck) > 0 && count(&new, Hazard::SourceStuck) == 0, "{:?} {:?}", old.by_hazard, new.by_hazard);
     assert!(count(&new, Hazard::GuestLost) < count(&old, Hazard::GuestLost));
     // The first seed of each hazard replays it on its release.
-    let (_, seed) = old.by_hazard[&Hazard::SourceStuck];
+    let seed = old.by_hazard[&Hazard::SourceStuck].first();
     let (r, _) = run_seed_on(seed, vmemsim_model::Variant::Faithful, QemuVersion::DEFAULT);
     assert!(r.hazards.contains(&Hazard::SourceStuck), "seed {seed}");
 }

@@ -72,17 +72,44 @@ pub struct SeedResult {
     pub faults: Vec<FaultKind>,
 }
 
+/// How many seeds a row of a campaign's tables counts, and the lowest few of them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub count: u64,
+    /// The lowest [`Tally::EXAMPLES`] seeds, ascending.
+    pub examples: Vec<u64>,
+}
+
+impl Tally {
+    /// How many example seeds a row keeps.
+    pub const EXAMPLES: usize = 3;
+
+    /// Counts a seed; seeds come in ascending order, so the first ones are the lowest.
+    pub fn add(&mut self, seed: u64) {
+        self.count += 1;
+        if self.examples.len() < Tally::EXAMPLES {
+            self.examples.push(seed);
+        }
+    }
+
+    /// The lowest seed.
+    pub fn first(&self) -> u64 {
+        self.examples[0]
+    }
+}
+
 /// A campaign's summary, in seed order.
 #[derive(Clone, Debug, Default)]
 pub struct Summary {
     pub runs: u64,
-    pub by_class: BTreeMap<String, u64>,
-    /// Violations per property: count and lowest seed.
-    pub by_property: BTreeMap<Property, (u64, u64)>,
-    /// Runs per verdict: count and lowest seed (a seed to replay for each).
-    pub by_verdict: BTreeMap<Verdict, (u64, u64)>,
-    /// Runs per QEMU hazard: count and lowest seed.
-    pub by_hazard: BTreeMap<Hazard, (u64, u64)>,
+    /// Runs per outcome class (by name).
+    pub by_class: BTreeMap<String, Tally>,
+    /// Violations per property.
+    pub by_property: BTreeMap<Property, Tally>,
+    /// Runs per verdict.
+    pub by_verdict: BTreeMap<Verdict, Tally>,
+    /// Runs per QEMU hazard.
+    pub by_hazard: BTreeMap<Hazard, Tally>,
     pub generator_errors: Vec<(u64, String)>,
     /// Seeds with at least one violation, ascending.
     pub findings: Vec<u64>,
@@ -167,18 +194,17 @@ pub fn campaign(opts: &Options, progress: &(dyn Fn(u64, u64) + Sync)) -> Summary
     let mut s = Summary { runs: results.len() as u64, elapsed: start.elapsed(), ..Summary::default() };
     for r in &results {
         match &r.class {
-            Ok(c) => *s.by_class.entry(c.clone()).or_default() += 1,
+            Ok(c) => s.by_class.entry(c.clone()).or_default().add(r.seed),
             Err(e) => s.generator_errors.push((r.seed, e.clone())),
         }
         for p in &r.violations {
-            let e = s.by_property.entry(*p).or_insert((0, r.seed));
-            e.0 += 1;
+            s.by_property.entry(*p).or_default().add(r.seed);
         }
         if let Some(v) = r.verdict {
-            s.by_verdict.entry(v).or_insert((0, r.seed)).0 += 1;
+            s.by_verdict.entry(v).or_default().add(r.seed);
         }
         for h in &r.hazards {
-            s.by_hazard.entry(*h).or_insert((0, r.seed)).0 += 1;
+            s.by_hazard.entry(*h).or_default().add(r.seed);
         }
         if !r.violations.is_empty() {
             s.findings.push(r.seed);

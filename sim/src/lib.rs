@@ -1,6 +1,7 @@
 //! vmemsim-sim: scenarios, the deterministic engine, properties, and the tools around them.
 #![deny(unsafe_code)]
 
+pub mod accept;
 pub mod build;
 pub mod build_memory;
 pub mod campaign;
@@ -16,6 +17,7 @@ pub mod load;
 pub mod oracle;
 pub mod properties;
 pub mod real;
+pub mod report;
 pub mod rng;
 pub mod run;
 pub mod scenario;

@@ -141,6 +141,48 @@ pub fn summary(events: &[Event]) -> String {
     s
 }
 
+/// The summary as data, for `analyze --format json`: the machine type, each RAM block with
+/// its pages in the stream, and each virtio-mem device's early state with its plugged runs.
+pub fn summary_value(events: &[Event]) -> Value {
+    let mut machine = Value::Null;
+    let mut blocks: Vec<Value> = Vec::new();
+    let mut rows: HashMap<String, usize> = HashMap::new();
+    let mut devices = Vec::new();
+    for e in events {
+        match e {
+            Event::Configuration { machine: m } => machine = Value::from(m.clone()),
+            Event::RamSetup { blocks: b, .. } => {
+                for (n, l) in b {
+                    rows.entry(n.clone()).or_insert(blocks.len());
+                    blocks.push(serde_json::json!({"name": n, "bytes": l, "normal_pages": 0u64, "zero_pages": 0u64}));
+                }
+            }
+            Event::Early { idstr, state, .. } => {
+                let bs = state.sanity.block_size.0;
+                let runs: Vec<Value> = state.plug.plugged_runs().map(|r| serde_json::json!({"offset": r.first.0 * bs, "bytes": r.count.0 * bs})).collect();
+                devices.push(serde_json::json!({
+                    "device": idstr.trim_end_matches("/virtio-mem-device-early"),
+                    "memaddr": state.sanity.addr.0,
+                    "region_bytes": state.sanity.region_size.0,
+                    "block_bytes": bs,
+                    "node": state.sanity.node,
+                    "plugged_bytes": state.size.0,
+                    "plugged_runs": runs,
+                }));
+            }
+            Event::RamPages { block, pages, kind, .. } => {
+                if let Some(Value::Object(row)) = rows.get(block).map(|&i| &mut blocks[i]) {
+                    let key = if *kind == PageKind::Normal { "normal_pages" } else { "zero_pages" };
+                    let n = row[key].as_u64().unwrap_or(0).saturating_add(*pages);
+                    row.insert(key.into(), n.into());
+                }
+            }
+            _ => {}
+        }
+    }
+    serde_json::json!({"machine": machine, "ram_blocks": blocks, "virtio_mem": devices})
+}
+
 /// What `preflight` predicts.
 #[derive(Clone, Debug)]
 pub struct Preflight {
