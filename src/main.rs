@@ -22,6 +22,7 @@ macro_rules! out_raw {
 
 mod campaign_cmd;
 mod import_cmd;
+mod prealloc_cmd;
 mod real_cmd;
 mod stream_cmd;
 
@@ -229,6 +230,14 @@ enum Command {
     /// The guardian of a real run (internal): repairs the huge page pool if its parent dies.
     #[command(name = "__guard", hide = true)]
     Guard { pid: u32, start: u64 },
+    /// Measure the preallocation strategies on this host's memory and recommend one per kind.
+    Prealloc {
+        #[command(flatten)]
+        args: prealloc_cmd::PreallocArgs,
+        /// The vmemsim/1 JSON document instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Repair what interrupted or killed runs left on this host (huge pages, mounts, folders,
     /// processes), and say what was repaired.
     Cleanup,
@@ -363,6 +372,7 @@ fn main() -> ExitCode {
             return ExitCode::from(vmemsim_sim::real::guardian::guardian_main(vmemsim_sim::real::ledger::Owner { pid, start }) as u8);
         }
         Command::Cleanup => real_cmd::cleanup(),
+        Command::Prealloc { args, json } => prealloc_cmd::run(args, json),
         Command::Replay { file, trace } => run(file, trace, true),
         Command::Check { file } => check(file),
         Command::Campaign { runs, seed, threads, shard, variant, qemu, time, found_dir, shrink_time, no_shrink, save_hazards, stop_on_finding } => {

@@ -1,0 +1,267 @@
+//! `vmemsim prealloc`: the preallocation strategies of `prealloc.rs` measured on this host's
+//! memory, each on a fresh mapping per run, beside the bandwidth of the same memory (memset over
+//! it once populated), in one run. Huge pages come from the free pool or, as root with
+//! `grow_pool`, from a pool grown through the ledger (`pool.rs`) with a guardian, as real runs
+//! do; a tmpfs is a private mount in this process's own mount namespace (`isolation.rs`).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use vmemsim_model::Bytes;
+
+use super::advisor_kinds::{Kind, Layout};
+use super::advisor_report::{case, recommend, KindReport, Machine, PoolUse, Report, Skip};
+use super::guardian::Guardian;
+use super::isolation::{private_mounts, MountSpec};
+use super::mapping::{Backing, Mapping};
+use super::mounts::is_root;
+use super::pool::HugePool;
+use super::prealloc::{preallocate, Strategy};
+use crate::error::SimError;
+
+/// What to measure.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub kinds: Vec<Kind>,
+    /// The region per case (`None`: each kind's default).
+    pub size: Option<Bytes>,
+    pub plugged_percent: u8,
+    pub layouts: Vec<Layout>,
+    pub repeat: u32,
+    pub grow_pool: bool,
+    /// This program, for the guardian (`exe __guard`).
+    pub exe: PathBuf,
+}
+
+/// Where one kind's mappings come from.
+enum Place {
+    Anon,
+    Memfd { hugetlb: bool },
+    Dir(PathBuf),
+}
+
+impl Place {
+    fn map(&self, kind: Kind, len: usize, reserve: bool) -> std::io::Result<Mapping> {
+        let backing = match self {
+            Place::Anon => Backing::PrivateAnonymous,
+            Place::Memfd { hugetlb } => Backing::Memfd { hugetlb: *hugetlb },
+            Place::Dir(d) => Backing::TempFile(d),
+        };
+        Mapping::new(backing, len, kind.page_size().0 as usize, "vmemsim-prealloc", reserve)
+    }
+}
+
+fn interrupted() -> Result<(), SimError> {
+    super::interrupt::received().map_or(Ok(()), |signal| Err(SimError::Interrupted { signal }))
+}
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// The value of a `/proc/meminfo` line, in bytes.
+fn meminfo(key: &str) -> u64 {
+    read("/proc/meminfo").lines().find_map(|l| l.strip_prefix(key)?.strip_prefix(':')?.trim().strip_suffix("kB")?.trim().parse::<u64>().ok()).map_or(0, |kb| kb.saturating_mul(1024))
+}
+
+/// The selected value of a sysfs choice like `always [madvise] never`.
+fn selected(path: &str) -> String {
+    let text = read(path);
+    text.split_whitespace().find_map(|w| w.strip_prefix('[')?.strip_suffix(']')).unwrap_or("unknown").to_string()
+}
+
+pub fn machine() -> Machine {
+    let cpu = read("/proc/cpuinfo").lines().find_map(|l| l.strip_prefix("model name")?.split_once(':').map(|(_, v)| v.trim().to_string())).unwrap_or_else(|| "unknown".into());
+    Machine {
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        kernel: read("/proc/sys/kernel/osrelease").trim().to_string(),
+        cpu,
+        memory_bytes: meminfo("MemTotal"),
+        thp: selected("/sys/kernel/mm/transparent_hugepage/enabled"),
+        shmem_thp: selected("/sys/kernel/mm/transparent_hugepage/shmem_enabled"),
+    }
+}
+
+fn gib_s(bytes: u64, t: Duration) -> f64 {
+    bytes as f64 / t.as_secs_f64().max(1e-9) / f64::from(1u32 << 30)
+}
+
+/// The median of `repeat` timings of `f`.
+fn median(repeat: u32, mut f: impl FnMut() -> Result<Duration, String>) -> Result<Duration, SimError> {
+    let mut times = Vec::new();
+    for _ in 0..repeat {
+        interrupted()?;
+        times.push(f().map_err(|message| SimError::Real { message })?);
+    }
+    times.sort();
+    let n = times.len();
+    Ok(if n % 2 == 1 { times[n / 2] } else { (times[n / 2 - 1] + times[n / 2]) / 2 })
+}
+
+/// Huge pages for one kind: the free pool's, or an increment through the ledger; `Err` is why
+/// the kind is skipped.
+fn huge_pages(kind: Kind, region: Bytes, grow: bool, guardian: &mut Option<Guardian>, exe: &Path) -> Result<(Option<HugePool>, PoolUse), String> {
+    let pool = kind.pool().expect("hugetlb kinds have a pool");
+    let need = region.0 / kind.page_size().0;
+    let free = pool.available();
+    let used = |grown_by| PoolUse { pool: pool.0.clone(), pages_needed: need, grown_by };
+    if free >= need {
+        return Ok((None, used(0)));
+    }
+    let short = format!("{free} free {} huge pages, {need} needed for a {region} region", kind.page_size());
+    if !grow {
+        return Err(format!("{short}: --grow-pool (as root) grows the pool for the run and gives the pages back"));
+    }
+    if !is_root() {
+        return Err(format!("{short}, and --grow-pool needs root (the pool is the host's)"));
+    }
+    if guardian.is_none() {
+        *guardian = Some(Guardian::spawn(exe).map_err(|e| format!("cannot start the guardian {}: {e}", exe.display()))?);
+    }
+    let held = HugePool::grow(pool.clone(), need, |t| t).map_err(|e| format!("{short}, and the kernel could not give them: {e}"))?;
+    let added = held.added();
+    Ok((Some(held), used(added)))
+}
+
+/// The place of a tmpfs region: a private mount with the region as its quota as root, else
+/// the host's /dev/shm when it is a tmpfs with room; `Err` is why tmpfs is skipped.
+fn tmpfs(region: Bytes) -> Result<(Place, String, bool), String> {
+    if is_root() {
+        let dirs = private_mounts(&[MountSpec { fstype: "tmpfs".into(), quota: Some(region.0), huge_page: None }]).map_err(|e| format!("cannot make a private tmpfs mount: {e}"))?;
+        let dir = dirs.into_iter().next().expect("one mount asked, one made");
+        return Ok((Place::Dir(dir), format!("files without a name (O_TMPFILE) on a private tmpfs mount (size={region}, own mount namespace)"), true));
+    }
+    let shm = Path::new("/dev/shm");
+    let fs = rustix::fs::statfs(shm).map_err(|e| format!("not root (no private mount), and /dev/shm: {e}"))?;
+    // TMPFS_MAGIC, include/uapi/linux/magic.h
+    if fs.f_type as u64 != 0x0102_1994 {
+        return Err("not root (no private mount), and /dev/shm is not a tmpfs".into());
+    }
+    let room = (fs.f_bavail as u64).saturating_mul(fs.f_bsize as u64);
+    if room < region.0 {
+        return Err(format!("not root (no private mount), and /dev/shm has {} free, less than the {region} region", Bytes(room)));
+    }
+    Ok((Place::Dir(shm.into()), "files without a name (O_TMPFILE) on the host's /dev/shm tmpfs (not root: no private mount)".into(), false))
+}
+
+/// Measures every kind of the plan; `progress` hears one line per kind.
+pub fn measure(plan: &Plan, mut progress: impl FnMut(&str)) -> Result<Report, SimError> {
+    let mut skipped = Vec::new();
+    let mut kinds = Vec::new();
+    let mut guardian = None;
+    // tmpfs last: its private mount covers the temp dir for the rest of this process.
+    let mut order = plan.kinds.clone();
+    order.sort_by_key(|k| *k == Kind::Tmpfs);
+    for kind in order {
+        interrupted()?;
+        let skip = |reason: String| Skip { memory: kind, strategy: None, reason };
+        if let Some(why) = kind.missing() {
+            skipped.push(skip(why));
+            continue;
+        }
+        let region = match kind.region(plan.size) {
+            Ok(r) => r,
+            Err(why) => {
+                skipped.push(skip(why));
+                continue;
+            }
+        };
+        // 4 KiB memory comes from RAM: leave a quarter of what is available to the others.
+        let available = meminfo("MemAvailable");
+        if !kind.is_hugetlb() && region.0 > available / 4 * 3 {
+            skipped.push(skip(format!("a {region} region is more than 3/4 of the {} of memory available", Bytes(available))));
+            continue;
+        }
+        // The pool increment (if any) lives until this kind is measured.
+        let (_pool, pool_use, place, backing, touch_certain) = match kind {
+            Kind::Hugetlb2m | Kind::Hugetlb1g => match huge_pages(kind, region, plan.grow_pool, &mut guardian, &plan.exe) {
+                Ok((held, used)) => {
+                    let flag = if kind == Kind::Hugetlb1g { "MFD_HUGE_1GB" } else { "MFD_HUGE_2MB" };
+                    // `touch` maps without MAP_NORESERVE: the kernel reserves every page at mmap.
+                    (held, Some(used), Place::Memfd { hugetlb: true }, format!("memfd, MFD_HUGETLB | {flag} (as memory-backend-memfd hugetlb=on)"), true)
+                }
+                Err(why) => {
+                    skipped.push(skip(why));
+                    continue;
+                }
+            },
+            Kind::Tmpfs => match tmpfs(region) {
+                Ok((place, backing, certain)) => (None, None, place, backing, certain),
+                Err(why) => {
+                    skipped.push(skip(why));
+                    continue;
+                }
+            },
+            Kind::Memfd => (None, None, Place::Memfd { hugetlb: false }, "memfd (as memory-backend-memfd)".into(), true),
+            Kind::Anon => (None, None, Place::Anon, "private anonymous (as memory-backend-ram)".into(), true),
+        };
+        progress(&format!("measuring {} on a {region} region ({backing})", kind.title()));
+        let len = region.0 as usize;
+        let block = kind.block_size();
+        let map_err = |what: &str, e: std::io::Error| format!("{}: {what}: {e}", kind.name());
+        // The bandwidth: memset over the region, populated first.
+        let bw_map = place.map(kind, len, false).map_err(|e| SimError::Real { message: map_err("map", e) })?;
+        preallocate(&bw_map, &[(0, len)], block.0 as usize, Strategy::Qemu).map_err(|e| SimError::Real { message: format!("{}: populate the bandwidth region: {e}", kind.name()) })?;
+        let bw = median(plan.repeat, || {
+            let t = Instant::now();
+            // SAFETY: the whole mapping is ours, populated, and nothing else refers to it.
+            unsafe { std::ptr::write_bytes(bw_map.at(0, len), 0x11, len) };
+            Ok(t.elapsed())
+        })?;
+        drop(bw_map);
+        let bandwidth = gib_s(region.0, bw);
+        let mut cases = Vec::new();
+        for &layout in &plan.layouts {
+            let runs = layout.runs(region.0 / block.0, plan.plugged_percent, block.0);
+            let plugged: u64 = runs.iter().map(|r| r.1 as u64).sum();
+            let mut measured = Vec::new();
+            for s in Strategy::ALL {
+                let why = match s {
+                    Strategy::Fallocate if matches!(place, Place::Anon) => Some("anonymous memory has no fd to fallocate".to_string()),
+                    Strategy::Touch if !touch_certain => Some("the memory is not certainly there (a shared tmpfs can fill up), and a touch that finds it gone is a SIGBUS".to_string()),
+                    _ => None,
+                };
+                if let Some(reason) = why {
+                    if layout == plan.layouts[0] {
+                        skipped.push(Skip { memory: kind, strategy: Some(s), reason });
+                    }
+                    continue;
+                }
+                let reserve = s == Strategy::Touch && kind.is_hugetlb();
+                let t = median(plan.repeat, || {
+                    let map = place.map(kind, len, reserve).map_err(|e| map_err("map", e))?;
+                    let t = Instant::now();
+                    preallocate(&map, &runs, block.0 as usize, s).map_err(|e| format!("{}: {} failed: {e}", kind.name(), s.name()))?;
+                    Ok(t.elapsed())
+                })?;
+                measured.push((s, gib_s(plugged, t)));
+            }
+            cases.extend(case(layout, plugged, runs.len(), &measured, bandwidth));
+        }
+        let recommendation = recommend(kind, &cases).ok_or_else(|| SimError::Real { message: format!("{}: no strategy measured", kind.name()) })?;
+        kinds.push(KindReport {
+            memory: kind,
+            title: kind.title().into(),
+            backing,
+            page_size: kind.page_size().0,
+            block_size: block.0,
+            region_bytes: region.0,
+            pool: pool_use,
+            bandwidth_gib_s: bandwidth,
+            cases,
+            recommendation,
+        });
+    }
+    drop(guardian);
+    kinds.sort_by_key(|k| Kind::ALL.iter().position(|a| *a == k.memory));
+    Ok(Report {
+        schema: "vmemsim/1",
+        command: "prealloc",
+        machine: machine(),
+        plugged_percent: plan.plugged_percent,
+        repeat: plan.repeat,
+        statistic: "median",
+        kinds,
+        skipped,
+    })
+}
