@@ -113,6 +113,9 @@ fn print_human(r: &Report) {
     out!("");
     for k in &r.kinds {
         out!("{}: {}{}", k.title, k.backing, pool_note(k));
+        if let Some(n) = &k.note {
+            out!("{}: {n}", k.title);
+        }
     }
     for s in &r.skipped {
         match s.strategy {

@@ -86,41 +86,68 @@ fn gib_s(bytes: u64, t: Duration) -> f64 {
     bytes as f64 / t.as_secs_f64().max(1e-9) / f64::from(1u32 << 30)
 }
 
-/// The median of `repeat` timings of `f`.
-fn median(repeat: u32, mut f: impl FnMut() -> Result<Duration, String>) -> Result<Duration, SimError> {
+fn median(mut times: Vec<Duration>) -> Duration {
+    assert!(!times.is_empty(), "at least one run");
+    times.sort();
+    let n = times.len();
+    if n % 2 == 1 {
+        times[n / 2]
+    } else {
+        (times[n / 2 - 1] + times[n / 2]) / 2
+    }
+}
+
+/// `repeat` memsets over the region, populated first (the bandwidth of this memory).
+fn memsets(kind: Kind, place: &Place, len: usize, repeat: u32) -> Result<Vec<Duration>, SimError> {
+    let real = |message: String| SimError::Real { message };
+    let map = place.map(kind, len, false).map_err(|e| real(format!("{}: map the bandwidth region: {e}", kind.name())))?;
+    preallocate(&map, &[(0, len)], kind.block_size().0 as usize, Strategy::Qemu).map_err(|e| real(format!("{}: populate the bandwidth region: {e}", kind.name())))?;
     let mut times = Vec::new();
     for _ in 0..repeat {
         interrupted()?;
-        times.push(f().map_err(|message| SimError::Real { message })?);
+        let t = Instant::now();
+        // SAFETY: the whole mapping is ours, populated, and nothing else refers to it.
+        unsafe { std::ptr::write_bytes(map.at(0, len), 0x11, len) };
+        times.push(t.elapsed());
     }
-    times.sort();
-    let n = times.len();
-    Ok(if n % 2 == 1 { times[n / 2] } else { (times[n / 2 - 1] + times[n / 2]) / 2 })
+    Ok(times)
 }
 
-/// Huge pages for one kind: the free pool's, or an increment through the ledger; `Err` is why
-/// the kind is skipped.
-fn huge_pages(kind: Kind, region: Bytes, grow: bool, guardian: &mut Option<Guardian>, exe: &Path) -> Result<(Option<HugePool>, PoolUse), String> {
+/// Huge pages for one kind: the free pool's, or an increment through the ledger, and the
+/// region they cover; `Err` is why the kind is skipped. When the kernel gives fewer pages than
+/// asked and the size is the default, the region shrinks to what it gave (at least two pages),
+/// and the note says so.
+fn huge_pages(kind: Kind, region: Bytes, plan: &Plan, guardian: &mut Option<Guardian>) -> Result<(Option<HugePool>, PoolUse, Bytes, Option<String>), String> {
     let pool = kind.pool().expect("hugetlb kinds have a pool");
-    let need = region.0 / kind.page_size().0;
+    let page = kind.page_size();
+    let need = region.0 / page.0;
     let free = pool.available();
-    let used = |grown_by| PoolUse { pool: pool.0.clone(), pages_needed: need, grown_by };
     if free >= need {
-        return Ok((None, used(0)));
+        return Ok((None, PoolUse { pool: pool.0.clone(), pages_needed: need, grown_by: 0 }, region, None));
     }
-    let short = format!("{free} free {} huge pages, {need} needed for a {region} region", kind.page_size());
-    if !grow {
+    let short = format!("{free} free {page} huge pages, {need} needed for a {region} region");
+    if !plan.grow_pool {
         return Err(format!("{short}: --grow-pool (as root) grows the pool for the run and gives the pages back"));
     }
     if !is_root() {
         return Err(format!("{short}, and --grow-pool needs root (the pool is the host's)"));
     }
     if guardian.is_none() {
-        *guardian = Some(Guardian::spawn(exe).map_err(|e| format!("cannot start the guardian {}: {e}", exe.display()))?);
+        *guardian = Some(Guardian::spawn(&plan.exe).map_err(|e| format!("cannot start the guardian {}: {e}", plan.exe.display()))?);
     }
-    let held = HugePool::grow(pool.clone(), need, |t| t).map_err(|e| format!("{short}, and the kernel could not give them: {e}"))?;
-    let added = held.added();
-    Ok((Some(held), used(added)))
+    let (held, new) = HugePool::grow_some(pool.clone(), need, |t| t).map_err(|e| format!("{short}, and growing the pool failed: {e}"))?;
+    let used = PoolUse { pool: pool.0.clone(), pages_needed: need, grown_by: held.added() };
+    let have = pool.available().min(need);
+    if have >= need {
+        return Ok((Some(held), used, region, None));
+    }
+    let gave = format!("the kernel gave only {new} new {page} huge pages of the {need} asked for ({})", pool.describe());
+    if plan.size.is_some() || have < 2 {
+        // `held` goes back to the pool as this returns.
+        return Err(format!("{short}, and {gave}: free or compact memory (echo 1 > /proc/sys/vm/compact_memory) and retry{}", if plan.size.is_none() { "" } else { ", or ask for a smaller --size" }));
+    }
+    let smaller = Bytes(have * page.0);
+    Ok((Some(held), used, smaller, Some(format!("{gave}: measured on a {smaller} region instead of {region}"))))
 }
 
 /// The place of a tmpfs region: a private mount with the region as its quota as root, else
@@ -159,7 +186,7 @@ pub fn measure(plan: &Plan, mut progress: impl FnMut(&str)) -> Result<Report, Si
             skipped.push(skip(why));
             continue;
         }
-        let region = match kind.region(plan.size) {
+        let mut region = match kind.region(plan.size) {
             Ok(r) => r,
             Err(why) => {
                 skipped.push(skip(why));
@@ -173,9 +200,11 @@ pub fn measure(plan: &Plan, mut progress: impl FnMut(&str)) -> Result<Report, Si
             continue;
         }
         // The pool increment (if any) lives until this kind is measured.
+        let mut note = None;
         let (_pool, pool_use, place, backing, touch_certain) = match kind {
-            Kind::Hugetlb2m | Kind::Hugetlb1g => match huge_pages(kind, region, plan.grow_pool, &mut guardian, &plan.exe) {
-                Ok((held, used)) => {
+            Kind::Hugetlb2m | Kind::Hugetlb1g => match huge_pages(kind, region, plan, &mut guardian) {
+                Ok((held, used, covered, why)) => {
+                    (region, note) = (covered, why);
                     let flag = if kind == Kind::Hugetlb1g { "MFD_HUGE_1GB" } else { "MFD_HUGE_2MB" };
                     // `touch` maps without MAP_NORESERVE: the kernel reserves every page at mmap.
                     (held, Some(used), Place::Memfd { hugetlb: true }, format!("memfd, MFD_HUGETLB | {flag} (as memory-backend-memfd hugetlb=on)"), true)
@@ -199,45 +228,44 @@ pub fn measure(plan: &Plan, mut progress: impl FnMut(&str)) -> Result<Report, Si
         let len = region.0 as usize;
         let block = kind.block_size();
         let map_err = |what: &str, e: std::io::Error| format!("{}: {what}: {e}", kind.name());
-        // The bandwidth: memset over the region, populated first.
-        let bw_map = place.map(kind, len, false).map_err(|e| SimError::Real { message: map_err("map", e) })?;
-        preallocate(&bw_map, &[(0, len)], block.0 as usize, Strategy::Qemu).map_err(|e| SimError::Real { message: format!("{}: populate the bandwidth region: {e}", kind.name()) })?;
-        let bw = median(plan.repeat, || {
-            let t = Instant::now();
-            // SAFETY: the whole mapping is ours, populated, and nothing else refers to it.
-            unsafe { std::ptr::write_bytes(bw_map.at(0, len), 0x11, len) };
-            Ok(t.elapsed())
-        })?;
-        drop(bw_map);
-        let bandwidth = gib_s(region.0, bw);
-        let mut cases = Vec::new();
+        // The bandwidth before and after the strategies, so that a slower spell of a shared
+        // host weighs on both sides of the fraction.
+        let mut bw = memsets(kind, &place, len, plan.repeat)?;
+        let mut measured_layouts = Vec::new();
         for &layout in &plan.layouts {
             let runs = layout.runs(region.0 / block.0, plan.plugged_percent, block.0);
             let plugged: u64 = runs.iter().map(|r| r.1 as u64).sum();
-            let mut measured = Vec::new();
+            let mut strategies = Vec::new();
             for s in Strategy::ALL {
                 let why = match s {
                     Strategy::Fallocate if matches!(place, Place::Anon) => Some("anonymous memory has no fd to fallocate".to_string()),
                     Strategy::Touch if !touch_certain => Some("the memory is not certainly there (a shared tmpfs can fill up), and a touch that finds it gone is a SIGBUS".to_string()),
                     _ => None,
                 };
-                if let Some(reason) = why {
-                    if layout == plan.layouts[0] {
-                        skipped.push(Skip { memory: kind, strategy: Some(s), reason });
-                    }
-                    continue;
+                match why {
+                    Some(reason) if layout == plan.layouts[0] => skipped.push(Skip { memory: kind, strategy: Some(s), reason }),
+                    Some(_) => {}
+                    None => strategies.push(s),
                 }
-                let reserve = s == Strategy::Touch && kind.is_hugetlb();
-                let t = median(plan.repeat, || {
-                    let map = place.map(kind, len, reserve).map_err(|e| map_err("map", e))?;
-                    let t = Instant::now();
-                    preallocate(&map, &runs, block.0 as usize, s).map_err(|e| format!("{}: {} failed: {e}", kind.name(), s.name()))?;
-                    Ok(t.elapsed())
-                })?;
-                measured.push((s, gib_s(plugged, t)));
             }
-            cases.extend(case(layout, plugged, runs.len(), &measured, bandwidth));
+            // Round by round, every strategy once per round: a burst of load hits all alike.
+            let mut times = vec![Vec::new(); strategies.len()];
+            for _ in 0..plan.repeat {
+                for (i, &s) in strategies.iter().enumerate() {
+                    interrupted()?;
+                    let reserve = s == Strategy::Touch && kind.is_hugetlb();
+                    let map = place.map(kind, len, reserve).map_err(|e| SimError::Real { message: map_err("map", e) })?;
+                    let t = Instant::now();
+                    preallocate(&map, &runs, block.0 as usize, s).map_err(|e| SimError::Real { message: format!("{}: {} failed: {e}", kind.name(), s.name()) })?;
+                    times[i].push(t.elapsed());
+                }
+            }
+            let measured: Vec<(Strategy, f64)> = strategies.into_iter().zip(times).map(|(s, t)| (s, gib_s(plugged, median(t)))).collect();
+            measured_layouts.push((layout, plugged, runs.len(), measured));
         }
+        bw.extend(memsets(kind, &place, len, plan.repeat)?);
+        let bandwidth = gib_s(region.0, median(bw));
+        let cases: Vec<_> = measured_layouts.iter().filter_map(|(layout, plugged, runs, m)| case(*layout, *plugged, *runs, m, bandwidth)).collect();
         let recommendation = recommend(kind, &cases).ok_or_else(|| SimError::Real { message: format!("{}: no strategy measured", kind.name()) })?;
         kinds.push(KindReport {
             memory: kind,
@@ -247,6 +275,7 @@ pub fn measure(plan: &Plan, mut progress: impl FnMut(&str)) -> Result<Report, Si
             block_size: block.0,
             region_bytes: region.0,
             pool: pool_use,
+            note,
             bandwidth_gib_s: bandwidth,
             cases,
             recommendation,

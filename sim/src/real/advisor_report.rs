@@ -82,6 +82,9 @@ pub struct KindReport {
     pub region_bytes: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pool: Option<PoolUse>,
+    /// What differs from what was asked (a region smaller than asked, and why).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
     /// memset over the region once populated, one thread, GiB/s.
     pub bandwidth_gib_s: f64,
     pub cases: Vec<Case>,
