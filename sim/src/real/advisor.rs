@@ -171,7 +171,107 @@ fn tmpfs(region: Bytes) -> Result<(Place, String, bool), String> {
     Ok((Place::Dir(shm.into()), "files without a name (O_TMPFILE) on the host's /dev/shm tmpfs (not root: no private mount)".into(), false))
 }
 
-/// Measures every kind of the plan; `progress` hears one line per kind.
+/// How one kind is mapped, once its pages or its mount are there.
+struct Setup {
+    kind: Kind,
+    region: Bytes,
+    place: Place,
+    backing: String,
+    /// Whether a `touch` cannot find the memory gone (a SIGBUS).
+    touch_certain: bool,
+    pool: Option<PoolUse>,
+    note: Option<String>,
+}
+
+/// The huge pages, mount or nothing a kind needs; `Err` is why it is skipped. The pool
+/// increment (if any) is returned to be held until the kind is measured.
+fn set_up(kind: Kind, plan: &Plan, guardian: &mut Option<Guardian>) -> Result<(Setup, Option<HugePool>), String> {
+    if let Some(why) = kind.missing() {
+        return Err(why);
+    }
+    let region = kind.region(plan.size)?;
+    // 4 KiB memory comes from RAM: leave a quarter of what is available to the others.
+    let available = meminfo("MemAvailable");
+    if !kind.is_hugetlb() && region.0 > available / 4 * 3 {
+        return Err(format!("a {region} region is more than 3/4 of the {} of memory available", Bytes(available)));
+    }
+    let plain = |place, backing: &str| Setup { kind, region, place, backing: backing.into(), touch_certain: true, pool: None, note: None };
+    Ok(match kind {
+        Kind::Hugetlb2m | Kind::Hugetlb1g => {
+            let (held, used, covered, note) = huge_pages(kind, region, plan, guardian)?;
+            let flag = if kind == Kind::Hugetlb1g { "MFD_HUGE_1GB" } else { "MFD_HUGE_2MB" };
+            let backing = format!("memfd, MFD_HUGETLB | {flag} (as memory-backend-memfd hugetlb=on)");
+            // `touch` maps without MAP_NORESERVE: the kernel reserves every page at mmap.
+            (Setup { region: covered, pool: Some(used), note, ..plain(Place::Memfd { hugetlb: true }, &backing) }, held)
+        }
+        Kind::Tmpfs => {
+            let (place, backing, certain) = tmpfs(region)?;
+            (Setup { touch_certain: certain, ..plain(place, &backing) }, None)
+        }
+        Kind::Memfd => (plain(Place::Memfd { hugetlb: false }, "memfd (as memory-backend-memfd)"), None),
+        Kind::Anon => (plain(Place::Anon, "private anonymous (as memory-backend-ram)"), None),
+    })
+}
+
+/// Why a strategy does not apply to a kind, if it does not.
+fn not_applicable(s: Strategy, setup: &Setup) -> Option<String> {
+    match s {
+        Strategy::Fallocate if matches!(setup.place, Place::Anon) => Some("anonymous memory has no fd to fallocate".into()),
+        Strategy::Touch if !setup.touch_certain => Some("the memory is not certainly there (a shared tmpfs can fill up), and a touch that finds it gone is a SIGBUS".into()),
+        _ => None,
+    }
+}
+
+/// Every layout and applicable strategy of one kind, and its bandwidth.
+fn measure_kind(setup: Setup, plan: &Plan) -> Result<KindReport, SimError> {
+    let Setup { kind, region, ref place, .. } = setup;
+    let real = |message: String| SimError::Real { message };
+    let len = region.0 as usize;
+    let block = kind.block_size();
+    let strategies: Vec<Strategy> = Strategy::ALL.into_iter().filter(|s| not_applicable(*s, &setup).is_none()).collect();
+    // The bandwidth before and after the strategies, so that a slower spell of a shared host
+    // weighs on both sides of the fraction.
+    let mut bw = memsets(kind, place, len, plan.repeat)?;
+    let mut measured = Vec::new();
+    for &layout in &plan.layouts {
+        let runs = layout.runs(region.0 / block.0, plan.plugged_percent, block.0);
+        let plugged: u64 = runs.iter().map(|r| r.1 as u64).sum();
+        // Round by round, every strategy once per round: a burst of load hits all alike.
+        let mut times = vec![Vec::new(); strategies.len()];
+        for _ in 0..plan.repeat {
+            for (i, &s) in strategies.iter().enumerate() {
+                interrupted()?;
+                let reserve = s == Strategy::Touch && kind.is_hugetlb();
+                let map = place.map(kind, len, reserve).map_err(|e| real(format!("cannot map the region for {}: {e}", s.name())))?;
+                let t = Instant::now();
+                preallocate(&map, &runs, block.0 as usize, s).map_err(|e| real(format!("{} failed: {e} (did another process take the memory?)", s.name())))?;
+                times[i].push(t.elapsed());
+            }
+        }
+        let rates: Vec<(Strategy, f64)> = strategies.iter().copied().zip(times).map(|(s, t)| (s, gib_s(plugged, median(t)))).collect();
+        measured.push((layout, plugged, runs.len(), rates));
+    }
+    bw.extend(memsets(kind, place, len, plan.repeat)?);
+    let bandwidth = gib_s(region.0, median(bw));
+    let cases: Vec<_> = measured.iter().filter_map(|(layout, plugged, runs, m)| case(*layout, *plugged, *runs, m, bandwidth)).collect();
+    let recommendation = recommend(kind, &cases).ok_or_else(|| real("no strategy measured".into()))?;
+    Ok(KindReport {
+        memory: kind,
+        title: kind.title().into(),
+        backing: setup.backing,
+        page_size: kind.page_size().0,
+        block_size: block.0,
+        region_bytes: region.0,
+        pool: setup.pool,
+        note: setup.note,
+        bandwidth_gib_s: bandwidth,
+        cases,
+        recommendation,
+    })
+}
+
+/// Measures every kind of the plan; `progress` hears one line per kind. A kind that cannot be
+/// set up or measured is skipped with the reason; only a signal ends the run early.
 pub fn measure(plan: &Plan, mut progress: impl FnMut(&str)) -> Result<Report, SimError> {
     let mut skipped = Vec::new();
     let mut kinds = Vec::new();
@@ -182,104 +282,21 @@ pub fn measure(plan: &Plan, mut progress: impl FnMut(&str)) -> Result<Report, Si
     for kind in order {
         interrupted()?;
         let skip = |reason: String| Skip { memory: kind, strategy: None, reason };
-        if let Some(why) = kind.missing() {
-            skipped.push(skip(why));
-            continue;
-        }
-        let mut region = match kind.region(plan.size) {
-            Ok(r) => r,
+        // The pool increment (if any) is held until this kind is measured.
+        let (setup, _pool) = match set_up(kind, plan, &mut guardian) {
+            Ok(s) => s,
             Err(why) => {
                 skipped.push(skip(why));
                 continue;
             }
         };
-        // 4 KiB memory comes from RAM: leave a quarter of what is available to the others.
-        let available = meminfo("MemAvailable");
-        if !kind.is_hugetlb() && region.0 > available / 4 * 3 {
-            skipped.push(skip(format!("a {region} region is more than 3/4 of the {} of memory available", Bytes(available))));
-            continue;
+        progress(&format!("measuring {} on a {} region ({})", kind.title(), setup.region, setup.backing));
+        skipped.extend(Strategy::ALL.into_iter().filter_map(|s| Some(Skip { memory: kind, strategy: Some(s), reason: not_applicable(s, &setup)? })));
+        match measure_kind(setup, plan) {
+            Ok(k) => kinds.push(k),
+            Err(e @ SimError::Interrupted { .. }) => return Err(e),
+            Err(e) => skipped.push(skip(format!("measuring failed: {e}"))),
         }
-        // The pool increment (if any) lives until this kind is measured.
-        let mut note = None;
-        let (_pool, pool_use, place, backing, touch_certain) = match kind {
-            Kind::Hugetlb2m | Kind::Hugetlb1g => match huge_pages(kind, region, plan, &mut guardian) {
-                Ok((held, used, covered, why)) => {
-                    (region, note) = (covered, why);
-                    let flag = if kind == Kind::Hugetlb1g { "MFD_HUGE_1GB" } else { "MFD_HUGE_2MB" };
-                    // `touch` maps without MAP_NORESERVE: the kernel reserves every page at mmap.
-                    (held, Some(used), Place::Memfd { hugetlb: true }, format!("memfd, MFD_HUGETLB | {flag} (as memory-backend-memfd hugetlb=on)"), true)
-                }
-                Err(why) => {
-                    skipped.push(skip(why));
-                    continue;
-                }
-            },
-            Kind::Tmpfs => match tmpfs(region) {
-                Ok((place, backing, certain)) => (None, None, place, backing, certain),
-                Err(why) => {
-                    skipped.push(skip(why));
-                    continue;
-                }
-            },
-            Kind::Memfd => (None, None, Place::Memfd { hugetlb: false }, "memfd (as memory-backend-memfd)".into(), true),
-            Kind::Anon => (None, None, Place::Anon, "private anonymous (as memory-backend-ram)".into(), true),
-        };
-        progress(&format!("measuring {} on a {region} region ({backing})", kind.title()));
-        let len = region.0 as usize;
-        let block = kind.block_size();
-        let map_err = |what: &str, e: std::io::Error| format!("{}: {what}: {e}", kind.name());
-        // The bandwidth before and after the strategies, so that a slower spell of a shared
-        // host weighs on both sides of the fraction.
-        let mut bw = memsets(kind, &place, len, plan.repeat)?;
-        let mut measured_layouts = Vec::new();
-        for &layout in &plan.layouts {
-            let runs = layout.runs(region.0 / block.0, plan.plugged_percent, block.0);
-            let plugged: u64 = runs.iter().map(|r| r.1 as u64).sum();
-            let mut strategies = Vec::new();
-            for s in Strategy::ALL {
-                let why = match s {
-                    Strategy::Fallocate if matches!(place, Place::Anon) => Some("anonymous memory has no fd to fallocate".to_string()),
-                    Strategy::Touch if !touch_certain => Some("the memory is not certainly there (a shared tmpfs can fill up), and a touch that finds it gone is a SIGBUS".to_string()),
-                    _ => None,
-                };
-                match why {
-                    Some(reason) if layout == plan.layouts[0] => skipped.push(Skip { memory: kind, strategy: Some(s), reason }),
-                    Some(_) => {}
-                    None => strategies.push(s),
-                }
-            }
-            // Round by round, every strategy once per round: a burst of load hits all alike.
-            let mut times = vec![Vec::new(); strategies.len()];
-            for _ in 0..plan.repeat {
-                for (i, &s) in strategies.iter().enumerate() {
-                    interrupted()?;
-                    let reserve = s == Strategy::Touch && kind.is_hugetlb();
-                    let map = place.map(kind, len, reserve).map_err(|e| SimError::Real { message: map_err("map", e) })?;
-                    let t = Instant::now();
-                    preallocate(&map, &runs, block.0 as usize, s).map_err(|e| SimError::Real { message: format!("{}: {} failed: {e}", kind.name(), s.name()) })?;
-                    times[i].push(t.elapsed());
-                }
-            }
-            let measured: Vec<(Strategy, f64)> = strategies.into_iter().zip(times).map(|(s, t)| (s, gib_s(plugged, median(t)))).collect();
-            measured_layouts.push((layout, plugged, runs.len(), measured));
-        }
-        bw.extend(memsets(kind, &place, len, plan.repeat)?);
-        let bandwidth = gib_s(region.0, median(bw));
-        let cases: Vec<_> = measured_layouts.iter().filter_map(|(layout, plugged, runs, m)| case(*layout, *plugged, *runs, m, bandwidth)).collect();
-        let recommendation = recommend(kind, &cases).ok_or_else(|| SimError::Real { message: format!("{}: no strategy measured", kind.name()) })?;
-        kinds.push(KindReport {
-            memory: kind,
-            title: kind.title().into(),
-            backing,
-            page_size: kind.page_size().0,
-            block_size: block.0,
-            region_bytes: region.0,
-            pool: pool_use,
-            note,
-            bandwidth_gib_s: bandwidth,
-            cases,
-            recommendation,
-        });
     }
     drop(guardian);
     kinds.sort_by_key(|k| Kind::ALL.iter().position(|a| *a == k.memory));
