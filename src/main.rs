@@ -23,6 +23,7 @@ macro_rules! out_raw {
 mod campaign_cmd;
 mod format;
 mod import_cmd;
+mod prealloc_cmd;
 mod real_cmd;
 mod run_cmd;
 mod stream_cmd;
@@ -251,6 +252,8 @@ enum Command {
     /// The guardian of a real run (internal): repairs the huge page pool if its parent dies.
     #[command(name = "__guard", hide = true)]
     Guard { pid: u32, start: u64 },
+    /// Measure the preallocation strategies on this host's memory and recommend one per kind.
+    Prealloc(prealloc_cmd::PreallocArgs),
     /// Repair what interrupted or killed runs left on this host (huge pages, mounts, folders,
     /// processes), and say what was repaired.
     Cleanup,
@@ -275,6 +278,7 @@ fn command_name(c: &Command) -> &'static str {
         Command::RealDestination { .. } => "__real-destination",
         Command::Guard { .. } => "__guard",
         Command::Cleanup => "cleanup",
+        Command::Prealloc(_) => "prealloc",
     }
 }
 
@@ -319,6 +323,7 @@ fn main() -> ExitCode {
             return ExitCode::from(vmemsim_sim::real::guardian::guardian_main(vmemsim_sim::real::ledger::Owner { pid, start }) as u8);
         }
         Command::Cleanup => real_cmd::cleanup(format),
+        Command::Prealloc(args) => prealloc_cmd::run(args, format.json()),
         Command::Replay { files, trace, junit, accept } => run_cmd::replay(run_cmd::ReplayArgs { files, trace, junit, accept }, format),
         Command::Check { file } => run_cmd::check(&file, format),
         Command::Campaign { runs, seed, threads, shard, variant, qemu, time, found_dir, shrink_time, no_shrink, save_hazards, stop_on_finding, show, junit } => {

@@ -6,7 +6,7 @@ use vmemsim_model::{BackendKind, Bytes, LimitId, LimitKind, Memdev, MountFs, Var
 
 use super::isolation::MountSpec;
 use super::mounts::is_root;
-use super::parent::Needs;
+use super::parent::{huge_page_runs, Needs};
 use crate::build::Built;
 
 /// NUMA nodes this host has (`/sys/devices/system/node/node*`), at least one.
@@ -51,15 +51,15 @@ pub fn fits_memdevs(b: &Built, budget: u64) -> Result<Needs, String> {
     let nodes = host_nodes();
     let uses = uses(b);
     for (m, _) in &uses {
-        if m.kind.is_hugetlb() && m.page_size != Bytes::mib(2) {
-            return Err(format!("only 2 MiB huge pages run for real, not {} (memdev {})", m.page_size, m.id));
+        if m.kind.is_hugetlb() {
+            huge_page_runs(m.page_size).map_err(|why| format!("{why} (memdev {})", m.id))?;
         }
         if let Some(n) = m.host_nodes.iter().find(|n| **n >= nodes) {
             return Err(format!("memdev {} is bound to host node {n}, and this host has {nodes} NUMA node(s)", m.id));
         }
     }
     let populate: u64 = uses.iter().map(|(_, w)| *w).fold(0, u64::saturating_add);
-    let mut needs = Needs { mounts: Vec::new(), files: false, huge_pages: 0 };
+    let mut needs = Needs { mounts: Vec::new(), files: false, huge_pages: Vec::new() };
     let mut quota_of = vec![None; mem.limits.len()];
     for (i, limit) in mem.limits.iter().enumerate() {
         let id = LimitId(i);
@@ -105,12 +105,11 @@ pub fn fits_memdevs(b: &Built, budget: u64) -> Result<Needs, String> {
     if populate > budget {
         return Err(format!("it would populate {} of real memory, more than the {} budget", Bytes(populate), Bytes(budget)));
     }
-    let huge: u64 = uses
-        .iter()
-        .filter(|(m, _)| m.kind.is_hugetlb())
-        .map(|(m, w)| m.mount.and_then(|l| quota_of[l.0]).map_or(*w, |q| q.min(*w)))
-        .fold(0, u64::saturating_add);
-    needs.huge_pages = huge.div_ceil(2 << 20);
+    // Per page size: what each hugetlb memdev can take, in its own pages.
+    for (m, w) in uses.iter().filter(|(m, _)| m.kind.is_hugetlb()) {
+        let bytes = m.mount.and_then(|l| quota_of[l.0]).map_or(*w, |q| q.min(*w));
+        needs.add_huge_pages(m.page_size, bytes.div_ceil(m.page_size.0));
+    }
     if uses.iter().any(|(m, _)| m.kind == BackendKind::RegularFile) {
         needs.files = true;
     }

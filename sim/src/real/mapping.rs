@@ -42,7 +42,8 @@ pub enum Backing<'a> {
 }
 
 impl Mapping {
-    /// Maps `len` bytes; `page_size` is 4 KiB or the huge page size. With `reserve` the
+    /// Maps `len` bytes; `page_size` is 4 KiB or the huge page size (a hugetlb memfd draws
+    /// from the pool of that size: 2 MiB or 1 GiB). With `reserve` the
     /// mapping is made without MAP_NORESERVE (QEMU's `reserve=on`): hugetlb reserves every
     /// page at mmap, and mmap fails with ENOMEM when the pool or the mount cannot.
     pub fn new(backing: Backing, len: usize, page_size: usize, name: &str, reserve: bool) -> std::io::Result<Mapping> {
@@ -52,7 +53,8 @@ impl Mapping {
             Backing::Memfd { hugetlb } => {
                 let mut flags = MemfdFlags::CLOEXEC;
                 if hugetlb {
-                    flags |= MemfdFlags::HUGETLB | MemfdFlags::HUGE_2MB;
+                    // The pool the pages come from: MFD_HUGE_1GB for 1 GiB pages, else 2 MiB.
+                    flags |= MemfdFlags::HUGETLB | if page_size == 1 << 30 { MemfdFlags::HUGE_1GB } else { MemfdFlags::HUGE_2MB };
                 }
                 let fd = rustix::fs::memfd_create(name, flags)?;
                 rustix::fs::ftruncate(&fd, len as u64)?;

@@ -3,6 +3,9 @@
 //! the project lives here, each block with a `// SAFETY:` line.
 #![allow(unsafe_code)]
 
+pub mod advisor;
+pub mod advisor_kinds;
+pub mod advisor_report;
 pub mod child;
 pub mod guardian;
 pub mod cleanup;

@@ -17,7 +17,7 @@ use vmemsim_model::{BackendKind, Bytes, LimitId, OutcomeClass, Vm};
 use super::guardian::Guardian;
 use super::isolation::{die_with_parent, MountSpec};
 use super::mounts::is_root;
-use super::pool::HugePool;
+use super::pool::{HugePool, PoolDir};
 use crate::build::Built;
 use crate::error::SimError;
 
@@ -32,8 +32,9 @@ pub struct Needs {
     pub mounts: Vec<(Option<LimitId>, MountSpec)>,
     /// A directory on a disk file system.
     pub files: bool,
-    /// Free 2 MiB huge pages needed behind the mounts or the memfds.
-    pub huge_pages: u64,
+    /// Huge pages needed behind the mounts or the memfds: (page size, pages), one entry per
+    /// page size (2 MiB, 1 GiB).
+    pub huge_pages: Vec<(Bytes, u64)>,
 }
 
 /// What the run will use, for people: "a private tmpfs mount with a 4 GiB quota, ...".
@@ -49,8 +50,8 @@ impl std::fmt::Display for Needs {
         if self.files {
             parts.push("regular files without a name in the temp dir".to_string());
         }
-        if self.huge_pages > 0 {
-            parts.push(format!("{} huge pages of 2 MiB added to the pool for the run", self.huge_pages));
+        for (page, n) in self.huge_pages.iter().filter(|(_, n)| *n > 0) {
+            parts.push(format!("{n} huge pages of {page} added to the pool for the run"));
         }
         if parts.is_empty() {
             parts.push("private memory only".to_string());
@@ -61,7 +62,35 @@ impl std::fmt::Display for Needs {
 
 impl Needs {
     pub fn needs_root(&self) -> bool {
-        !self.mounts.is_empty() || self.huge_pages > 0
+        !self.mounts.is_empty() || self.huge_pages.iter().any(|(_, n)| *n > 0)
+    }
+
+    /// Adds `pages` huge pages of `page` bytes to what the run needs.
+    pub fn add_huge_pages(&mut self, page: Bytes, pages: u64) {
+        match self.huge_pages.iter_mut().find(|(p, _)| *p == page) {
+            Some(e) => e.1 = e.1.saturating_add(pages),
+            None if pages > 0 => self.huge_pages.push((page, pages)),
+            None => {}
+        }
+    }
+}
+
+/// Whether huge pages of `page` bytes run for real here: 2 MiB and 1 GiB, when the kernel has
+/// the pool (`/sys/kernel/mm/hugepages/hugepages-<kB>kB`).
+pub fn huge_page_runs(page: Bytes) -> Result<(), String> {
+    if page != Bytes::mib(2) && page != Bytes::gib(1) {
+        return Err(format!("only 2 MiB and 1 GiB huge pages run for real, not {page}"));
+    }
+    let dir = std::path::Path::new("/sys/kernel/mm/hugepages").join(super::pool::PoolDir::for_page_size(page.0).0);
+    if !dir.exists() {
+        return Err(format!("this kernel has no {page} huge pages (no {})", dir.display()));
+    }
+    Ok(())
+}
+
+impl Needs {
+    fn none() -> Needs {
+        Needs { mounts: Vec::new(), files: false, huge_pages: Vec::new() }
     }
 }
 
@@ -88,9 +117,10 @@ pub fn fits_within(b: &Built, budget: u64) -> Result<Needs, String> {
         return super::fits_memdevs::fits_memdevs(b, budget);
     };
     let cap = backend.capacity.limit().map(|c| c.0);
-    if backend.kind.is_hugetlb() && backend.page_size != Bytes::mib(2) {
-        return Err(format!("only 2 MiB huge pages run for real, not {}", backend.page_size));
+    if backend.kind.is_hugetlb() {
+        huge_page_runs(backend.page_size)?;
     }
+    let huge = backend.page_size.0;
     let plugged: u64 = b.source.devices.iter().map(|d| d.size().0).sum();
     let touched: u64 = b.plan.touches.iter().map(|t| t.len.0).sum();
     // The most the destination could populate: what is plugged and touched, or the whole
@@ -111,7 +141,7 @@ pub fn fits_within(b: &Built, budget: u64) -> Result<Needs, String> {
     }
     // Unlimited mounts still get the budget as their quota: nothing can run away.
     let quota = Some(cap.unwrap_or(budget));
-    let mut needs = Needs { mounts: Vec::new(), files: false, huge_pages: 0 };
+    let mut needs = Needs::none();
     let mount = |fs: &str, quota: Option<u64>, huge_page: Option<u64>| (None, MountSpec { fstype: fs.to_string(), quota, huge_page });
     match backend.kind {
         BackendKind::PrivateAnonymous | BackendKind::SharedAnonymous if cap.is_some() => {
@@ -123,10 +153,10 @@ pub fn fits_within(b: &Built, budget: u64) -> Result<Needs, String> {
         BackendKind::Memfd if cap.is_none() => {}
         BackendKind::Memfd | BackendKind::TmpfsFile => needs.mounts.push(mount("tmpfs", quota, None)),
         BackendKind::MemfdHugetlb if empty_pool => {}
-        BackendKind::MemfdHugetlb if cap.is_none() => needs.huge_pages = plugged.saturating_add(touched).div_ceil(2 << 20),
+        BackendKind::MemfdHugetlb if cap.is_none() => needs.add_huge_pages(backend.page_size, plugged.saturating_add(touched).div_ceil(huge)),
         BackendKind::MemfdHugetlb | BackendKind::Hugetlbfs => {
-            needs.mounts.push(mount("hugetlbfs", quota.map(|q| q.div_ceil(2 << 20) * (2 << 20)), Some(2 << 20)));
-            needs.huge_pages = cap.unwrap_or(plugged).min(plugged.saturating_add(touched)).div_ceil(2 << 20);
+            needs.mounts.push(mount("hugetlbfs", quota.and_then(|q| q.div_ceil(huge).checked_mul(huge)), Some(huge)));
+            needs.add_huge_pages(backend.page_size, cap.unwrap_or(plugged).min(plugged.saturating_add(touched)).div_ceil(huge));
         }
     }
     if needs.needs_root() && !is_root() {
@@ -161,13 +191,17 @@ pub struct RealRun {
 pub fn run_real(exe: &Path, text: &str, b: &Built, timeout: Duration) -> Result<RealRun, SimError> {
     let err = |message: String| SimError::Real { message };
     let needs = fits(b).map_err(|why| err(format!("does not fit real memory: {why}")))?;
-    let (_pool, _guardian) = if needs.huge_pages > 0 {
-        let guardian = Guardian::spawn(exe).map_err(|e| err(format!("cannot start the guardian {}: {e}", exe.display())))?;
-        // A signal cuts the kernel's growth short: say so rather than that it gave too few.
-        let pool = HugePool::ensure_free(needs.huge_pages).map_err(|e| interrupted().err().unwrap_or_else(|| err(format!("huge pages: {e}"))))?;
-        (Some(pool), Some(guardian))
+    let (_pools, _guardian) = if needs.huge_pages.is_empty() {
+        (Vec::new(), None)
     } else {
-        (None, None)
+        let guardian = Guardian::spawn(exe).map_err(|e| err(format!("cannot start the guardian {}: {e}", exe.display())))?;
+        let mut pools = Vec::new();
+        for &(page, pages) in &needs.huge_pages {
+            // A signal cuts the kernel's growth short: say so rather than that it gave too few.
+            let pool = HugePool::grow(PoolDir::for_page_size(page.0), pages, |t| t).map_err(|e| interrupted().err().unwrap_or_else(|| err(format!("huge pages of {page}: {e}"))))?;
+            pools.push(pool);
+        }
+        (pools, Some(guardian))
     };
     interrupted()?;
     let start = Instant::now();

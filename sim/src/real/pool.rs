@@ -81,7 +81,8 @@ impl PoolDir {
         free.saturating_sub(self.read("resv_hugepages").unwrap_or(0))
     }
 
-    fn describe(&self) -> String {
+    /// The pool's counters, for messages.
+    pub fn describe(&self) -> String {
         let r = |n| self.read(n).map_or("?".to_string(), |v| v.to_string());
         format!("{}: nr_hugepages {}, free {}, reserved {}, surplus {}", self.0, r("nr_hugepages"), r("free_hugepages"), r("resv_hugepages"), r("surplus_hugepages"))
     }
@@ -113,8 +114,23 @@ impl HugePool {
     /// back makes them surplus again. `kernel` maps the size asked for to the size written (a
     /// test stands in for a kernel that gives fewer pages).
     pub fn grow(pool: PoolDir, pages: u64, kernel: impl Fn(u64) -> u64) -> std::io::Result<HugePool> {
+        let (held, new) = Self::grow_some(pool, pages, kernel)?;
+        if new < pages {
+            let state = held.pool.describe();
+            drop(held);
+            return Err(std::io::Error::other(format!(
+                "the kernel gave only {new} new huge pages of the {pages} needed ({state}): free memory (or compact it: echo 1 > /proc/sys/vm/compact_memory) and retry"
+            )));
+        }
+        Ok(held)
+    }
+
+    /// Like [`grow`](Self::grow), but keeps what the kernel gave when it gives fewer pages than
+    /// asked (1 GiB pages need contiguous memory the kernel may not find); also returns how many
+    /// new pages the pool has for this run.
+    pub fn grow_some(pool: PoolDir, pages: u64, kernel: impl Fn(u64) -> u64) -> std::io::Result<(HugePool, u64)> {
         if pages == 0 {
-            return Ok(HugePool { pool, entry: None });
+            return Ok((HugePool { pool, entry: None }, 0));
         }
         let lock = HostLock::take()?;
         repair_locked(&lock)?;
@@ -130,17 +146,10 @@ impl HugePool {
         entry.pending_from = None;
         entry.write(&lock)?;
         let held = HugePool { pool, entry: Some(entry) };
+        // The release takes the lock: give it up first on every way out.
+        drop(lock);
         written?;
-        let new = after.saturating_sub(before + surplus);
-        if new < pages {
-            let state = held.pool.describe();
-            drop(lock);
-            drop(held);
-            return Err(std::io::Error::other(format!(
-                "the kernel gave only {new} new huge pages of the {pages} needed ({state}): free memory (or compact it: echo 1 > /proc/sys/vm/compact_memory) and retry"
-            )));
-        }
-        Ok(held)
+        Ok((held, after.saturating_sub(before + surplus)))
     }
 
     /// The pages this run added.
