@@ -84,7 +84,7 @@ pub fn run(args: PreallocArgs, json: bool) -> Result<ExitCode, String> {
     } else {
         print_human(&report);
     }
-    Ok(if report.kinds.is_empty() { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(ExitCode::from(report.exit_code))
 }
 
 fn print_human(r: &Report) {

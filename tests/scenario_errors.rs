@@ -183,3 +183,16 @@ fn postcopy_start_times_say_what_is_allowed() {
     let e = error(&(GOOD.to_string() + "[migration]\nstart_postcopy = \"1s\"\n"));
     assert!(e.contains("migration.start_postcopy") && e.contains("only applies to mode = \"postcopy\""), "{e}");
 }
+
+#[test]
+fn a_requested_size_larger_than_the_region_names_region_and_both_sizes() {
+    let e = error(&GOOD.replace("region = \"1G\"", "region = \"128M\""));
+    assert!(e.contains("device.requested"), "{e}");
+    assert!(e.contains("256 MiB") && e.contains("128 MiB"), "{e}");
+    assert!(e.starts_with("t.toml:13:1: device.requested"), "names the line of requested: {e}");
+    // An explicit plugged size within the region is what QEMU can run: it builds.
+    let fits = GOOD.replace("region = \"1G\"", "region = \"128M\"").replace("requested = \"256M\"", "requested = \"256M\"\nplugged = \"64M\"");
+    build(&parse(Path::new("t.toml"), &fits).unwrap()).unwrap();
+    let e = error(&GOOD.replace("requested = \"256M\"", "requested = \"256M\"\nplugged = \"2G\""));
+    assert!(e.contains("device.plugged") && e.contains("2 GiB") && e.contains("1 GiB"), "{e}");
+}

@@ -456,12 +456,12 @@ fn plug_source(l: &Loaded, source: &mut Vm) -> Result<(), SimError> {
             (None, size) => {
                 let region = source.devices[i].region_size();
                 match size {
-                    Some(p) if p > region => return Err(l.invalid(at, "device.plugged", format!("plugged {p} is larger than the region {region} of {}: the guest can plug at most the region", d.id))),
+                    Some(p) if p > region => return Err(l.invalid(l.key_at(at, "plugged"), "device.plugged", format!("plugged {p} is larger than the region {region} of {}: the guest can plug at most the region", d.id))),
                     // QEMU realizes it (virtio_mem_device_realize clamps the usable region to
                     // the region), but the guest can never plug what the scenario defaults to.
                     None if d.requested > region => {
                         let why = format!("requested {} is larger than the region {region} of {}: QEMU accepts it, but the guest can plug at most the region; give plugged = \"{region}\" or less, or a region of at least {}", d.requested, d.id, d.requested);
-                        return Err(l.invalid(at, "device.requested", why));
+                        return Err(l.invalid(l.key_at(at, "requested"), "device.requested", why));
                     }
                     _ => {}
                 }

@@ -19,6 +19,24 @@ impl Loaded {
         let (line, column) = line_col(&self.text, at);
         SimError::Invalid { path: self.path.clone(), line, column, field: field.to_string(), message: message.into() }
     }
+
+    /// The byte offset of the line `key = ...` of the table whose header is at `table` (up to
+    /// the next header), or the header when the key is not written there (a default).
+    pub fn key_at(&self, table: usize, key: &str) -> usize {
+        let start = table.min(self.text.len());
+        let mut offset = start;
+        for (n, line) in self.text[start..].split_inclusive('\n').enumerate() {
+            let trimmed = line.trim_start();
+            if n > 0 && trimmed.starts_with('[') {
+                break;
+            }
+            if trimmed.strip_prefix(key).is_some_and(|rest| rest.trim_start().starts_with('=')) {
+                return offset + (line.len() - trimmed.len());
+            }
+            offset += line.len();
+        }
+        start
+    }
 }
 
 /// 1-based line and column of a byte offset.

@@ -307,6 +307,7 @@ pub fn measure(plan: &Plan, mut progress: impl FnMut(&str)) -> Result<Report, Si
         plugged_percent: plan.plugged_percent,
         repeat: plan.repeat,
         statistic: "median",
+        exit_code: u8::from(kinds.is_empty()),
         kinds,
         skipped,
     })

@@ -102,6 +102,8 @@ pub struct Report {
     pub statistic: &'static str,
     pub kinds: Vec<KindReport>,
     pub skipped: Vec<Skip>,
+    /// 1 when no kind could be measured.
+    pub exit_code: u8,
 }
 
 impl Report {

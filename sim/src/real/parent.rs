@@ -51,7 +51,7 @@ impl std::fmt::Display for Needs {
             parts.push("regular files without a name in the temp dir".to_string());
         }
         for (page, n) in self.huge_pages.iter().filter(|(_, n)| *n > 0) {
-            parts.push(format!("{n} huge pages of {page} added to the pool for the run"));
+            parts.push(format!("{n} huge page{} of {page} added to the pool for the run", if *n == 1 { "" } else { "s" }));
         }
         if parts.is_empty() {
             parts.push("private memory only".to_string());
@@ -318,7 +318,10 @@ fn interpret(lines: &[String], status: std::process::ExitStatus, b: &Built, stde
         (OutcomeClass::Completed, _) => Outcome::Completed { lines: out_lines },
         (OutcomeClass::Failed, Some(stage)) => Outcome::Failed { stage, lines: out_lines },
         (OutcomeClass::PostcopyFailed, Some(stage)) => Outcome::PostcopyFailed { stage, lines: out_lines },
-        (c, s) => return Err(err(format!("the destination reported {c} at {s:?} without a SIGBUS"))),
+        (c, s) => {
+            let at = s.map_or_else(|| "no stage".to_string(), |s| format!("stage {s}"));
+            return Err(err(format!("the destination reported {c} with {at} and without a SIGBUS")));
+        }
     })
 }
 

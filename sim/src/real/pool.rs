@@ -187,7 +187,7 @@ fn repair_locked(lock: &HostLock) -> std::io::Result<Vec<String>> {
         };
         let left = pool.shrink_by(give_back, lock)?;
         e.remove(lock)?;
-        done.push(format!("{}: took back {give_back} huge pages that process {} added and did not release (now {left})", e.pool, e.owner.pid));
+        done.push(format!("{}: took back {give_back} huge page{} that process {} added and did not release (now {left})", e.pool, if give_back == 1 { "" } else { "s" }, e.owner.pid));
     }
     for path in bad {
         std::fs::remove_file(&path)?;
