@@ -35,7 +35,7 @@ fn root_or_skip(what: &str) -> bool {
 
 /// The JSON document of a run; exit 0 when a kind was measured, 1 when every kind was skipped.
 fn json(args: &[&str]) -> Value {
-    let out = vmemsim(&[&["prealloc", "--json"], args].concat());
+    let out = vmemsim(&[&["--format", "json", "prealloc"], args].concat());
     let stdout = String::from_utf8_lossy(&out.stdout);
     let doc: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {stdout}\n{}", String::from_utf8_lossy(&out.stderr)));
     let measured = !doc["kinds"].as_array().expect("kinds").is_empty();

@@ -44,7 +44,7 @@ fn a_1g_hugetlbfs_scenario_runs_on_real_memory_and_agrees() {
         eprintln!("the kernel has no free 1 GiB page to give (contiguous memory): {stderr}");
     } else {
         assert!(out.status.success(), "{stdout}{stderr}");
-        assert!(stdout.contains("1 huge pages of 1 GiB added to the pool for the run"), "{stdout}");
+        assert!(stdout.contains("1 huge page of 1 GiB added to the pool for the run"), "{stdout}");
         assert!(stdout.contains("agreement: the model and real memory agree"), "{stdout}");
         assert!(stdout.contains("qemu_prealloc_mem: preallocating memory failed"), "{stdout}");
     }
