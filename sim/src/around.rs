@@ -265,7 +265,7 @@ fn pairs(singles: &[(Perturbation, Ran)], seed: u64, want: usize) -> Vec<Perturb
 /// A size as the scenario format writes it (`254M`, or bytes).
 pub fn size_text(b: Bytes) -> String {
     const UNITS: [(u32, &str); 4] = [(40, "T"), (30, "G"), (20, "M"), (10, "K")];
-    UNITS.iter().find(|(shift, _)| b.0 != 0 && b.0 % (1u64 << shift) == 0).map_or_else(|| b.0.to_string(), |(shift, u)| format!("{}{u}", b.0 >> shift))
+    UNITS.iter().find(|(shift, _)| b.0 != 0 && b.is_multiple_of(Bytes(1u64 << shift))).map_or_else(|| b.0.to_string(), |(shift, u)| format!("{}{u}", b.0 >> shift))
 }
 
 fn us_text(us: u64) -> String {
@@ -337,8 +337,9 @@ fn need_of(b: &Built, id: LimitId) -> (Bytes, Option<Bytes>) {
 /// (and half a block where that is whole pages), twice the need; whole pages, without the base.
 fn capacity_points(need: Bytes, block: Bytes, page: Bytes, base: Option<Bytes>) -> Vec<Bytes> {
     let (n, bl) = (need.0, block.0.max(page.0));
-    let mut v = vec![0, n / 4, n / 2, n / 4 * 3, n.saturating_sub(2 * bl), n.saturating_sub(bl), n];
-    v.extend([n.checked_add(bl), n.checked_add(2 * bl), n.checked_mul(2)].into_iter().flatten());
+    let two = bl.saturating_mul(2);
+    let mut v = vec![0, n / 4, n / 2, n / 4 * 3, n.saturating_sub(two), n.saturating_sub(bl), n];
+    v.extend([n.checked_add(bl), n.checked_add(two), n.checked_mul(2)].into_iter().flatten());
     if bl / 2 >= page.0 {
         v.extend([n.saturating_sub(bl / 2), n.saturating_add(bl / 2)]);
     }
@@ -346,14 +347,28 @@ fn capacity_points(need: Bytes, block: Bytes, page: Bytes, base: Option<Bytes>) 
     set.into_iter().map(Bytes).filter(|x| Some(*x) != base).collect()
 }
 
+/// One capacity field of the destination.
+struct CapField {
+    field: String,
+    current: CapacitySpec,
+    /// The field may say "unlimited".
+    unlimited: bool,
+    /// Its values are whole pages of this size.
+    page: Bytes,
+    /// The limit it sets.
+    id: LimitId,
+    /// Edits that make the field exist (the source's list copied to the destination).
+    prep: Vec<Edit>,
+}
+
 /// Axis 1: each capacity of the destination, swept around its need.
 fn capacity(c: &Ctx, out: &mut Vec<Perturbation>) -> Vec<Need> {
     let s = &c.l.scenario;
     let d = &s.destination;
-    let mut fields: Vec<(String, CapacitySpec, bool, Bytes, LimitId, Vec<Edit>)> = Vec::new();
+    let mut fields: Vec<CapField> = Vec::new();
     if let Some(bk) = &d.backend {
         let bk = bk.get_ref();
-        fields.push(("destination.backend.capacity".into(), bk.capacity.clone(), true, bk.page_size.unwrap_or_else(|| bk.kind.default_page_size()), LimitId(0), Vec::new()));
+        fields.push(CapField { field: "destination.backend.capacity".into(), current: bk.capacity.clone(), unlimited: true, page: bk.page_size.unwrap_or_else(|| bk.kind.default_page_size()), id: LimitId(0), prep: Vec::new() });
     } else {
         let src = s.source.memory();
         let copy = |key: &str, empty: bool| if empty { vec![Edit::CopyIfAbsent(format!("source.{key}"), format!("destination.{key}"))] } else { Vec::new() };
@@ -368,20 +383,20 @@ fn capacity(c: &Ctx, out: &mut Vec<Perturbation>) -> Vec<Need> {
                     LimitKind::Mount { fs: MountFs::Hugetlbfs(p), .. } => p,
                     _ => Bytes(4096),
                 };
-                fields.push((format!("destination.mount[{i}].size"), m.get_ref().size.clone(), true, page, LimitId(i), copy("mount", d.mounts.is_empty())));
+                fields.push(CapField { field: format!("destination.mount[{i}].size"), current: m.get_ref().size.clone(), unlimited: true, page, id: LimitId(i), prep: copy("mount", d.mounts.is_empty()) });
             }
             for (j, h) in huge.iter().enumerate() {
                 let h = h.get_ref();
-                fields.push((format!("destination.hugepages[{j}].free"), CapacitySpec::Limited(h.free), false, h.page_size, LimitId(mounts.len() + j), copy("hugepages", d.hugepages.is_empty())));
+                fields.push(CapField { field: format!("destination.hugepages[{j}].free"), current: CapacitySpec::Limited(h.free), unlimited: false, page: h.page_size, id: LimitId(mounts.len() + j), prep: copy("hugepages", d.hugepages.is_empty()) });
             }
             for (k, g) in cg.iter().enumerate() {
                 let g = g.get_ref();
-                fields.push((format!("destination.cgroup_hugetlb[{k}].left"), CapacitySpec::Limited(g.left), false, g.page_size, LimitId(mounts.len() + huge.len() + k), copy("cgroup_hugetlb", d.cgroup_hugetlb.is_empty())));
+                fields.push(CapField { field: format!("destination.cgroup_hugetlb[{k}].left"), current: CapacitySpec::Limited(g.left), unlimited: false, page: g.page_size, id: LimitId(mounts.len() + huge.len() + k), prep: copy("cgroup_hugetlb", d.cgroup_hugetlb.is_empty()) });
             }
         }
     }
     let mut needs = Vec::new();
-    for (field, current, unlimited, page, id, prep) in fields {
+    for CapField { field, current, unlimited, page, id, prep } in fields {
         let (need, block) = need_of(c.b, id);
         let block = block.unwrap_or(page);
         let base = match current {
@@ -533,7 +548,7 @@ fn faults(c: &Ctx, out: &mut Vec<Perturbation>) {
         }
     }
     if let (Some(u), Some(e)) = (unplugged, resize(c.after(), dev0.region_size())) {
-        if let Some(p) = action(c.after() + 1, "plug", u, 1) {
+        if let Some(p) = action(c.after().saturating_add(1), "plug", u, 1) {
             let what = format!("{id} to {} after the migration, the guest plugs block {u}", dev0.region_size());
             added.push(("manager.resize".into(), what.clone(), vec![e.clone(), p.clone()]));
             added.push(("manager.resize".into(), format!("{what} and writes it (init_on_free)"), vec![e, p, Edit::Set("guest.init_on_free".into(), true.into())]));

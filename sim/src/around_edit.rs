@@ -46,8 +46,7 @@ fn segments(path: &str) -> Result<Vec<Seg>, String> {
 /// inline) when `create` is set.
 fn walk<'a>(root: &'a mut Item, path: &[Seg], create: bool) -> Result<Option<&'a mut Item>, String> {
     let mut at = root;
-    let mut depth = 0;
-    for seg in path {
+    for (depth, seg) in path.iter().enumerate() {
         at = match seg {
             Seg::Key(k) => {
                 let Some(t) = at.as_table_like_mut() else { return Err(format!("'{k}' lies under a value that is not a table")) };
@@ -72,7 +71,6 @@ fn walk<'a>(root: &'a mut Item, path: &[Seg], create: bool) -> Result<Option<&'a
                 None => return Ok(None),
             },
         };
-        depth += 1;
     }
     Ok(Some(at))
 }
