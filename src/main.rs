@@ -20,6 +20,7 @@ macro_rules! out_raw {
     }};
 }
 
+mod around_cmd;
 mod campaign_cmd;
 mod format;
 mod import_cmd;
@@ -193,6 +194,13 @@ enum Command {
         /// seeds when violated).
         #[arg(long)]
         junit: Option<PathBuf>,
+        /// Perturb this scenario (capacities, timings, fault kinds, postcopy start) and report
+        /// where its verdict flips; --runs is the budget of variants (default 500).
+        #[arg(long, conflicts_with_all = ["shard", "time", "save_hazards", "stop_on_finding", "junit", "no_shrink"])]
+        around: Option<PathBuf>,
+        /// With --around: the variant to print with --show.
+        #[arg(long, requires = "around")]
+        variant_index: Option<usize>,
     },
     /// Print what a migration stream holds, as analyze-migration.py does (`-` reads stdin).
     Analyze {
@@ -326,7 +334,11 @@ fn main() -> ExitCode {
         Command::Prealloc(args) => prealloc_cmd::run(args, format.json()),
         Command::Replay { files, trace, junit, accept } => run_cmd::replay(run_cmd::ReplayArgs { files, trace, junit, accept }, format),
         Command::Check { file } => run_cmd::check(&file, format),
-        Command::Campaign { runs, seed, threads, shard, variant, qemu, time, found_dir, shrink_time, no_shrink, save_hazards, stop_on_finding, show, junit } => {
+        Command::Campaign { around: Some(file), runs, seed, variant_index, show, .. } => {
+            let runs = usize::try_from(runs.unwrap_or(500)).unwrap_or(usize::MAX);
+            around_cmd::run(around_cmd::Args { file, seed, runs, variant_index, show, format })
+        }
+        Command::Campaign { runs, seed, threads, shard, variant, qemu, time, found_dir, shrink_time, no_shrink, save_hazards, stop_on_finding, show, junit, around: None, variant_index: _ } => {
             let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
             let runs = if runs.is_none() && time.is_none() { Some(10_000) } else { runs };
             let options = Options { runs, seed, threads, shard, variant, qemu, time, stop_on_finding };

@@ -2,6 +2,9 @@
 #![deny(unsafe_code)]
 
 pub mod accept;
+pub mod around;
+pub mod around_edit;
+pub mod around_flips;
 pub mod build;
 pub mod build_memory;
 pub mod campaign;

@@ -23,6 +23,8 @@ pub enum Actor {
     Mismatch = 10,
     Cancel = 11,
     Machine = 12,
+    /// `campaign --around`: which pairs of changes it tries.
+    Around = 13,
 }
 
 /// One actor's stream.

@@ -2,6 +2,7 @@
 //! kind per command (described by `schema/vmemsim-1.schema.json` at the repository's root),
 //! and JUnit XML for CI dashboards.
 
+pub mod around_doc;
 pub mod campaign_doc;
 pub mod junit;
 pub mod run_doc;
