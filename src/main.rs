@@ -196,7 +196,7 @@ enum Command {
         junit: Option<PathBuf>,
         /// Perturb this scenario (capacities, timings, fault kinds, postcopy start) and report
         /// where its verdict flips; --runs is the budget of variants (default 500).
-        #[arg(long, conflicts_with_all = ["shard", "time", "save_hazards", "stop_on_finding", "junit", "no_shrink"])]
+        #[arg(long, conflicts_with_all = ["shard", "time", "save_hazards", "stop_on_finding", "junit", "no_shrink", "threads", "variant", "qemu", "found_dir", "shrink_time"])]
         around: Option<PathBuf>,
         /// With --around: the variant to print with --show.
         #[arg(long, requires = "around")]

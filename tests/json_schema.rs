@@ -25,7 +25,11 @@ fn kind(doc: &Value) -> &'static str {
         ("run", Some("real")) => "real_run",
         ("run" | "check", _) => "run",
         ("replay", _) => "replay",
-        ("campaign", _) => "campaign",
+        ("campaign", _) => match doc["mode"].as_str() {
+            Some("around") => "around",
+            Some("around-show") => "around_show",
+            _ => "campaign",
+        },
         ("analyze", _) => "analyze",
         ("preflight", _) => "preflight",
         ("encode", _) => "encode",
@@ -132,6 +136,13 @@ fn campaigns_with_findings_and_shown_seeds() {
     assert_eq!(code, 1, "{doc}");
     let f = &doc["findings"][0];
     assert!(Path::new(f["file"].as_str().unwrap()).exists(), "{doc}");
+    let around = common::scenario("conformance/hugetlbfs-prealloc-enough.toml");
+    let (doc, code) = checked(&["campaign", "--around", path(&around), "--runs", "120"]);
+    assert_eq!(code, 1, "the capacity flips: {doc}");
+    let k = doc["flips"][0]["command"].as_str().unwrap().split(' ').skip_while(|w| *w != "--variant-index").nth(1).unwrap().to_string();
+    let (doc, code) = checked(&["campaign", "--around", path(&around), "--variant-index", &k, "--show"]);
+    assert_eq!(code, 1, "a flipped variant exits 1: {doc}");
+    assert!(doc["scenario"].as_str().unwrap().contains("[expect]"));
     let (doc, _) = checked(&["campaign", "--seed", "5", "--runs", "1", "--show"]);
     assert_eq!(doc["shown"][0]["seed"], 5);
     assert!(doc["shown"][0]["scenario"].as_str().unwrap().contains("[source]"));

@@ -26,12 +26,16 @@ pub enum Axis {
     Timing,
     Fault,
     Postcopy,
+    /// The destination's device configured unlike the source's (block size, memaddr,
+    /// early migration, node): QEMU refuses such a migration by design, so these flips are
+    /// reported but do not make the exit status 1.
+    Mismatch,
     /// Two single changes together.
     Pair,
 }
 
 impl Axis {
-    pub const ALL: [Axis; 5] = [Axis::Capacity, Axis::Timing, Axis::Fault, Axis::Postcopy, Axis::Pair];
+    pub const ALL: [Axis; 6] = [Axis::Capacity, Axis::Timing, Axis::Fault, Axis::Postcopy, Axis::Mismatch, Axis::Pair];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -39,6 +43,7 @@ impl Axis {
             Axis::Timing => "timing",
             Axis::Fault => "fault",
             Axis::Postcopy => "postcopy",
+            Axis::Mismatch => "mismatch",
             Axis::Pair => "pair",
         }
     }
@@ -598,7 +603,8 @@ fn faults(c: &Ctx, out: &mut Vec<Perturbation>) {
     };
     let replaceable: Vec<(String, String, Vec<Edit>)> = added.iter().filter(|(f, _, _)| f == "faults.drain" || f == "faults.cancel_at_us").cloned().collect();
     for (field, value, edits) in added {
-        out.push(single(Axis::Fault, &field, value, &base_of(&field), edits));
+        let mismatch = [".block_size", ".memaddr", ".early_migration", ".node"].iter().any(|k| field.starts_with(dd) && field.ends_with(k));
+        out.push(single(if mismatch { Axis::Mismatch } else { Axis::Fault }, &field, value, &base_of(&field), edits));
     }
     if has_faults {
         out.push(single(Axis::Fault, "faults", "none".into(), "the base's", vec![Edit::Remove("faults.drain".into()), Edit::Remove("faults.cancel_at_us".into())]));
