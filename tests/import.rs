@@ -151,49 +151,11 @@ fn host_reads_this_hosts_mounts_and_what_their_quota_has_left() {
 
 /// A domain as libvirt's documentation writes virtio-mem (docs/formatdomain.rst, "Memory
 /// devices"; docs/kbase/memorydevices.rst), with 2 MiB huge pages behind it.
-const DOMAIN: &str = r#"<domain type='kvm'>
-  <name>guest1</name>
-  <maxMemory unit='KiB'>16777216</maxMemory>
-  <memory unit='KiB'>4194304</memory>
-  <memoryBacking>
-    <hugepages>
-      <page size='2048' unit='KiB'/>
-    </hugepages>
-  </memoryBacking>
-  <os>
-    <type arch='x86_64' machine='pc-q35-9.2'>hvm</type>
-  </os>
-  <cpu>
-    <numa>
-      <cell id='0' cpus='0-1' memory='2097152' unit='KiB'/>
-    </numa>
-  </cpu>
-  <devices>
-    <controller type='pci' index='0' model='pcie-root'/>
-    <controller type='pci' index='1' model='pcie-root-port'>
-      <address type='pci' domain='0x0000' bus='0x00' slot='0x02' function='0x0'/>
-    </controller>
-    <memory model='virtio-mem'>
-      <target>
-        <size unit='KiB'>2097152</size>
-        <node>0</node>
-        <block unit='KiB'>2048</block>
-        <requested unit='KiB'>1048576</requested>
-      </target>
-      <alias name='virtiomem0'/>
-      <address type='pci' domain='0x0000' bus='0x01' slot='0x00' function='0x0'/>
-    </memory>
-    <memory model='dimm'>
-      <target><size unit='KiB'>524288</size><node>0</node></target>
-    </memory>
-  </devices>
-</domain>
-"#;
 
 #[test]
 fn a_libvirt_domain_imports_as_libvirt_starts_qemu() {
     let xml = tmp("domain.xml");
-    std::fs::write(&xml, DOMAIN).unwrap();
+    std::fs::write(&xml, common::LIBVIRT_DOMAIN).unwrap();
     let out = tmp("domain.toml");
     let run_import = |dest: &str| {
         let o = Command::new(EXE)
@@ -233,11 +195,11 @@ fn a_libvirt_domain_imports_as_libvirt_starts_qemu() {
 fn a_libvirt_domain_without_what_the_import_needs_says_so() {
     let xml = tmp("bad.xml");
     for (text, words) in [
-        (DOMAIN.replace("<address type='pci' domain='0x0000' bus='0x01' slot='0x00' function='0x0'/>", ""), "has no PCI <address>"),
-        (DOMAIN.replace("machine='pc-q35-9.2'", ""), "<os><type machine='...'> is missing"),
-        (DOMAIN.replace("model='virtio-mem'", "model='virtio-pmem'"), "no <memory model='virtio-mem'>"),
-        (DOMAIN.replace("<size unit='KiB'>2097152</size>", "<size unit='KiB'>two</size>"), "'two' is not a number"),
-        (DOMAIN.replace("</domain>", ""), "the domain XML"),
+        (common::LIBVIRT_DOMAIN.replace("<address type='pci' domain='0x0000' bus='0x01' slot='0x00' function='0x0'/>", ""), "has no PCI <address>"),
+        (common::LIBVIRT_DOMAIN.replace("machine='pc-q35-9.2'", ""), "<os><type machine='...'> is missing"),
+        (common::LIBVIRT_DOMAIN.replace("model='virtio-mem'", "model='virtio-pmem'"), "no <memory model='virtio-mem'>"),
+        (common::LIBVIRT_DOMAIN.replace("<size unit='KiB'>2097152</size>", "<size unit='KiB'>two</size>"), "'two' is not a number"),
+        (common::LIBVIRT_DOMAIN.replace("</domain>", ""), "the domain XML"),
     ] {
         std::fs::write(&xml, text).unwrap();
         let o = Command::new(EXE).args(["import", "libvirt", xml.to_str().unwrap(), "--mount", "/dev/hugepages:hugetlbfs"]).output().unwrap();
@@ -246,7 +208,7 @@ fn a_libvirt_domain_without_what_the_import_needs_says_so() {
     }
     let o = Command::new(EXE).args(["import", "libvirt", xml.to_str().unwrap()]).output().unwrap();
     assert!(!o.status.success());
-    std::fs::write(&xml, DOMAIN).unwrap();
+    std::fs::write(&xml, common::LIBVIRT_DOMAIN).unwrap();
     let o = Command::new(EXE).args(["import", "libvirt", xml.to_str().unwrap()]).output().unwrap();
     assert!(String::from_utf8_lossy(&o.stderr).contains("no hugetlbfs mount for 2M pages: give --mount"), "{}", String::from_utf8_lossy(&o.stderr));
 }

@@ -167,24 +167,6 @@ fn stream_commands() {
     assert_eq!(code, 2);
 }
 
-const DOMAIN: &str = r#"<domain type='kvm'>
-  <name>guest1</name>
-  <maxMemory unit='KiB'>16777216</maxMemory>
-  <memory unit='KiB'>4194304</memory>
-  <os><type arch='x86_64' machine='pc-q35-9.2'>hvm</type></os>
-  <cpu><numa><cell id='0' cpus='0-1' memory='2097152' unit='KiB'/></numa></cpu>
-  <devices>
-    <controller type='pci' index='0' model='pcie-root'/>
-    <controller type='pci' index='1' model='pcie-root-port'>
-      <address type='pci' domain='0x0000' bus='0x00' slot='0x02' function='0x0'/>
-    </controller>
-    <memory model='virtio-mem'>
-      <target><size unit='KiB'>2097152</size><node>0</node><block unit='KiB'>2048</block><requested unit='KiB'>1048576</requested></target>
-      <address type='pci' domain='0x0000' bus='0x01' slot='0x00' function='0x0'/>
-    </memory>
-  </devices>
-</domain>
-"#;
 
 #[test]
 fn importers() {
@@ -197,9 +179,9 @@ fn importers() {
     assert!(doc["output"].is_null());
     assert!(doc["scenario"].as_str().unwrap().contains("[source]"));
     let xml = dir.join("domain.xml");
-    std::fs::write(&xml, DOMAIN).unwrap();
+    std::fs::write(&xml, common::LIBVIRT_DOMAIN).unwrap();
     let out = dir.join("domain.toml");
-    let (doc, code) = checked(&["import", "libvirt", path(&xml), "--dest-mount", "/dev/hugepages:hugetlbfs:2G", "-o", path(&out)]);
+    let (doc, code) = checked(&["import", "libvirt", path(&xml), "--mount", "/dev/hugepages:hugetlbfs", "--dest-mount", "/dev/hugepages:hugetlbfs:2G", "-o", path(&out)]);
     assert_eq!(code, 0, "{doc}");
     assert_eq!(std::fs::read_to_string(&out).unwrap(), doc["scenario"].as_str().unwrap());
     let (doc, code) = checked(&["import", "qemu", "--", "qemu-system-x86_64", "-device", "virtio-mem-pci,memdev=nowhere"]);
