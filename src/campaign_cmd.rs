@@ -8,13 +8,11 @@ use std::time::{Duration, Instant};
 use std::process::ExitCode;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
-use vmemsim_model::migration::verdict::Verdict;
-use vmemsim_model::{OutcomeClass, Variant};
-use vmemsim_sim::campaign::{campaign, run_seed_on, seeds, Options, Shard, Summary, Tally};
+use vmemsim_model::Variant;
+use vmemsim_sim::campaign::{campaign, run_seed_on, seeds, Options, Shard, Summary};
 use vmemsim_sim::found::{record, record_hazard};
 use vmemsim_sim::gen::generate_on;
-use vmemsim_sim::hazards::Hazard;
-use vmemsim_sim::report::campaign_doc::{seed_command, CampaignDoc, FindingDoc, ShownDoc};
+use vmemsim_sim::report::campaign_doc::{seed_command, CampaignDoc, FindingDoc, RowDoc, ShownDoc};
 use vmemsim_sim::report::junit::{self, Case, Problem};
 use vmemsim_sim::Property;
 
@@ -32,47 +30,52 @@ pub struct Args {
 }
 
 /// One table of counts: each row with its lowest seeds, and the command that shows the first.
-fn counts_table<const N: usize>(o: &Options, what: &str, counted: &str, rows: [(&str, Option<&Tally>); N]) {
+fn counts_table(what: &str, counted: &str, rows: &[RowDoc]) {
     out!("{:<28} {:>10}  {}", what, counted, "lowest seeds");
-    for (name, entry) in rows {
-        match entry {
-            Some(t) => {
-                let seeds: Vec<String> = t.examples.iter().map(u64::to_string).collect();
-                out!("{:<28} {:>10}  {}", name, t.count, seeds.join(", "));
-                out!("{:<28} {:>10}    {}", "", "", seed_command(o, t.first()));
+    for r in rows {
+        match r.examples.first() {
+            Some(first) => {
+                let seeds: Vec<String> = r.examples.iter().map(|e| e.seed.to_string()).collect();
+                out!("{:<28} {:>10}  {}", r.name, r.count, seeds.join(", "));
+                out!("{:<28} {:>10}    {}", "", "", first.command);
             }
-            None => out!("{:<28} {:>10}", name, 0),
+            None => out!("{:<28} {:>10}", r.name, r.count),
         }
     }
 }
 
-fn print_summary(o: &Options, s: &Summary) {
-    let secs = s.elapsed.as_secs_f64().max(1e-9);
-    out!(
+/// The campaign's first line: what ran, how long, how fast.
+pub fn header(d: &CampaignDoc) -> String {
+    let o = &d.options;
+    format!(
         "campaign: {} runs from seed {}, shard {}/{}, variant {}, {} thread{}, {:.3} s ({:.0} runs/s)",
-        s.runs,
+        d.runs,
         o.seed,
         o.shard.index,
         o.shard.count,
         o.variant,
         o.threads,
         if o.threads == 1 { "" } else { "s" },
-        secs,
-        s.runs as f64 / secs
-    );
+        d.elapsed_s,
+        d.runs_per_s
+    )
+}
+
+/// The tables of a campaign's document (a run's or merged shards'), and its generator errors.
+pub fn print_tables(d: &CampaignDoc) {
     out!("");
-    counts_table(o, "outcome", "runs", OutcomeClass::ALL.map(|c| (c.name(), s.by_class.get(c.name()))));
+    counts_table("outcome", "runs", &d.outcomes);
     out!("");
-    counts_table(o, "verdict", "runs", Verdict::ALL.map(|v| (v.name(), s.by_verdict.get(&v))));
+    counts_table("verdict", "runs", &d.verdicts);
     out!("");
-    counts_table(o, "QEMU hazard", "runs", Hazard::ALL.map(|h| (h.name(), s.by_hazard.get(&h))));
+    counts_table("QEMU hazard", "runs", &d.hazards);
     out!("");
-    counts_table(o, "property", "violations", Property::ALL.map(|p| (p.name(), s.by_property.get(&p))));
-    if !s.generator_errors.is_empty() {
+    counts_table("property", "violations", &d.properties);
+    if !d.generator_errors.is_empty() {
         out!("");
-        out!("generator errors (a bug in vmemsim): {}", s.generator_errors.len());
-        for (seed, e) in s.generator_errors.iter().take(5) {
-            out!("  seed {seed}: {e}");
+        out!("generator errors (a bug in vmemsim): {}", d.generator_errors.len());
+        for e in d.generator_errors.iter().take(5) {
+            out!("  seed {}: {}", e.seed, e.error);
         }
     }
 }
@@ -152,7 +155,9 @@ pub fn run(args: Args) -> Result<ExitCode, String> {
     let summary = campaign(o, &progress);
     bar.finish_and_clear();
     if !json && !args.show {
-        print_summary(o, &summary);
+        let doc = CampaignDoc::new(o, &summary, Vec::new(), 0);
+        out!("{}", header(&doc));
+        print_tables(&doc);
     }
     let bug = !summary.generator_errors.is_empty();
     if let Some(dir) = &args.save_hazards {
@@ -164,7 +169,7 @@ pub fn run(args: Args) -> Result<ExitCode, String> {
     if !summary.findings.is_empty() && !bug {
         if !json {
             out!("");
-            out!("findings: {} seeds violate a property", summary.findings.len());
+            out!("findings: {} seed{} violate a property", summary.findings.len(), if summary.findings.len() == 1 { "" } else { "s" });
         }
         for (p, t) in &summary.by_property {
             let seed = t.first();

@@ -24,6 +24,7 @@ mod around_cmd;
 mod campaign_cmd;
 mod format;
 mod import_cmd;
+mod merge_cmd;
 mod prealloc_cmd;
 mod real_cmd;
 mod run_cmd;
@@ -265,6 +266,13 @@ enum Command {
     /// Repair what interrupted or killed runs left on this host (huge pages, mounts, folders,
     /// processes), and say what was repaired.
     Cleanup,
+    /// Combine the `--format json` documents of a campaign's shards (`--shard i/n`, all n of
+    /// them, same --runs, --seed, --variant, --qemu) into the report one run of it prints.
+    Merge {
+        /// The shards' documents, in any order.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 #[derive(Copy, Clone, PartialEq, Eq, clap::ValueEnum)]
@@ -286,6 +294,7 @@ fn command_name(c: &Command) -> &'static str {
         Command::RealDestination { .. } => "__real-destination",
         Command::Guard { .. } => "__guard",
         Command::Cleanup => "cleanup",
+        Command::Merge { .. } => "merge",
         Command::Prealloc(_) => "prealloc",
     }
 }
@@ -331,6 +340,7 @@ fn main() -> ExitCode {
             return ExitCode::from(vmemsim_sim::real::guardian::guardian_main(vmemsim_sim::real::ledger::Owner { pid, start }) as u8);
         }
         Command::Cleanup => real_cmd::cleanup(format),
+        Command::Merge { files } => merge_cmd::run(files, format),
         Command::Prealloc(args) => prealloc_cmd::run(args, format.json()),
         Command::Replay { files, trace, junit, accept } => run_cmd::replay(run_cmd::ReplayArgs { files, trace, junit, accept }, format),
         Command::Check { file } => run_cmd::check(&file, format),

@@ -136,6 +136,18 @@ fn campaigns_with_findings_and_shown_seeds() {
     assert_eq!(code, 1, "{doc}");
     let f = &doc["findings"][0];
     assert!(Path::new(f["file"].as_str().unwrap()).exists(), "{doc}");
+    // Two shards' documents, merged.
+    let mut shards = Vec::new();
+    for i in 0..2 {
+        let o = Command::new(EXE).args(["--format", "json", "campaign", "--runs", "300", "--seed", "1", "--shard", &format!("{i}/2")]).output().unwrap();
+        let file = dir.join(format!("shard-{i}.json"));
+        std::fs::write(&file, &o.stdout).unwrap();
+        shards.push(file);
+    }
+    let (doc, code) = checked(&["merge", path(&shards[0]), path(&shards[1])]);
+    assert_eq!((code, doc["runs"].as_u64()), (0, Some(300)));
+    let (_, code) = checked(&["merge", path(&shards[0])]);
+    assert_eq!(code, 2, "a missing shard is refused");
     let around = common::scenario("conformance/hugetlbfs-prealloc-enough.toml");
     let (doc, code) = checked(&["campaign", "--around", path(&around), "--runs", "120"]);
     assert_eq!(code, 1, "the capacity flips: {doc}");

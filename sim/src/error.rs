@@ -23,6 +23,9 @@ pub enum SimError {
     /// A signal (SIGINT, SIGTERM, SIGHUP) stopped a real run; what it changed was given back.
     #[error("interrupted by signal {signal}: the run was stopped and what it changed on the host was given back")]
     Interrupted { signal: i32 },
+    /// A shard's document that cannot be merged with the others; names the field.
+    #[error("{path}: {field}: {message}")]
+    Merge { path: PathBuf, field: String, message: String },
     /// The source VM cannot be set up as the scenario says (QEMU would refuse to start it).
     #[error("{path}: the source cannot start: {source}")]
     Source { path: PathBuf, source: vmemsim_model::ModelError },

@@ -1,7 +1,7 @@
 //! The document of `campaign`: its options, every table with example seeds and the command
 //! that reproduces each, and the findings.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use vmemsim_model::migration::verdict::Verdict;
 use vmemsim_model::OutcomeClass;
 
@@ -10,10 +10,10 @@ use crate::campaign::{Options, Summary, Tally};
 use crate::hazards::Hazard;
 use crate::properties::Property;
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CampaignDoc {
-    pub schema: &'static str,
-    pub command: &'static str,
+    pub schema: String,
+    pub command: String,
     pub options: OptionsDoc,
     pub runs: u64,
     pub elapsed_s: f64,
@@ -24,15 +24,17 @@ pub struct CampaignDoc {
     pub verdicts: Vec<RowDoc>,
     pub hazards: Vec<RowDoc>,
     pub properties: Vec<RowDoc>,
+    /// How many seeds violate at least one property.
+    pub seeds_with_findings: u64,
     pub findings: Vec<FindingDoc>,
     pub generator_errors: Vec<GeneratorErrorDoc>,
     /// With `--show`: each seed's scenario.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub shown: Vec<ShownDoc>,
     pub exit_code: u8,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ShownDoc {
     pub seed: u64,
     /// The generated scenario, as TOML.
@@ -41,7 +43,7 @@ pub struct ShownDoc {
     pub result: Vec<String>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct OptionsDoc {
     /// `null`: until `time_s` ran out.
     pub runs: Option<u64>,
@@ -54,28 +56,28 @@ pub struct OptionsDoc {
     pub stop_on_finding: bool,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ShardDoc {
     pub index: u64,
     pub count: u64,
 }
 
 /// One row: a name, how many runs it counts, and the lowest seeds with their commands.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RowDoc {
     pub name: String,
     pub count: u64,
     pub examples: Vec<ExampleDoc>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ExampleDoc {
     pub seed: u64,
     /// Prints the seed's scenario as TOML and its result.
     pub command: String,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FindingDoc {
     pub property: String,
     /// The lowest seed that violates it.
@@ -88,7 +90,7 @@ pub struct FindingDoc {
     pub parts_after: Option<usize>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GeneratorErrorDoc {
     pub seed: u64,
     pub error: String,
@@ -108,8 +110,8 @@ impl CampaignDoc {
     pub fn new(o: &Options, s: &Summary, findings: Vec<FindingDoc>, exit_code: u8) -> CampaignDoc {
         let secs = s.elapsed.as_secs_f64();
         CampaignDoc {
-            schema: SCHEMA,
-            command: "campaign",
+            schema: SCHEMA.to_string(),
+            command: "campaign".to_string(),
             options: OptionsDoc {
                 runs: o.runs,
                 seed: o.seed,
@@ -127,6 +129,7 @@ impl CampaignDoc {
             verdicts: Verdict::ALL.iter().map(|v| row(o, v.name(), s.by_verdict.get(v))).collect(),
             hazards: Hazard::ALL.iter().map(|h| row(o, h.name(), s.by_hazard.get(h))).collect(),
             properties: Property::ALL.iter().map(|p| row(o, p.name(), s.by_property.get(p))).collect(),
+            seeds_with_findings: s.findings.len() as u64,
             findings,
             generator_errors: s.generator_errors.iter().map(|(seed, e)| GeneratorErrorDoc { seed: *seed, error: e.clone() }).collect(),
             shown: Vec::new(),

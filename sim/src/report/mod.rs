@@ -5,6 +5,7 @@
 pub mod around_doc;
 pub mod campaign_doc;
 pub mod junit;
+pub mod merge;
 pub mod run_doc;
 
 use serde::Serialize;
