@@ -55,7 +55,7 @@ fn shipped_scenarios_agree_on_real_memory() {
         ran.push(f.file_name().unwrap().to_string_lossy().to_string());
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
-    for must in ["new-prealloc-short.toml", "new-noprealloc-short.toml", "old-prealloc-short.toml", "old-noprealloc-short.toml", "new-prealloc-enough.toml", "old-prealloc-enough.toml", "two-devices-short-hugetlb.toml", "big-sparse-region.toml", "per-device-mounts.toml", "shared-mount.toml", "main-ram-on-the-pool.toml", "main-ram-on-the-pool-prealloc.toml", "hugetlbfs-reserve-on.toml", "libvirt-hugepages-private.toml", "libvirt-hugepages-private-enough.toml"] {
+    for must in ["new-prealloc-short.toml", "new-noprealloc-short.toml", "old-prealloc-short.toml", "old-noprealloc-short.toml", "new-prealloc-enough.toml", "old-prealloc-enough.toml", "two-devices-short-hugetlb.toml", "big-sparse-region.toml", "per-device-mounts.toml", "shared-mount.toml", "main-ram-on-the-pool.toml", "main-ram-on-the-pool-prealloc.toml", "hugetlbfs-reserve-on.toml", "libvirt-hugepages-private.toml", "libvirt-hugepages-private-enough.toml", "prealloc-after-ram-load-graceful-capacity-failure-seed38.toml", "prealloc-after-ram-load-reference-table-seed38.toml", "prealloc-whole-region-reference-table-seed77.toml"] {
         assert!(ran.iter().any(|r| r == must), "{must} ran on real memory: {ran:?}");
     }
 }
@@ -129,4 +129,37 @@ fn nothing_is_left_mounted_and_the_pool_is_restored() {
     assert_eq!(std::fs::read_to_string("/proc/sys/vm/nr_hugepages").unwrap(), before);
     let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
     assert!(!mounts.contains(&format!("vmemsim-hugetlbfs-{}", std::process::id())), "{mounts}");
+}
+
+/// A capacity of 0 on a private tmpfs or hugetlbfs mount is real: the mount's one page of quota
+/// is taken by a filler before the run, so the first preallocation fails gracefully, as the
+/// model says; afterwards no mount is left and the pool is as it was.
+#[test]
+fn a_zero_capacity_mount_fails_the_first_populate_gracefully_and_leaves_nothing() {
+    if !root_or_skip("a_zero_capacity_mount_fails_the_first_populate_gracefully_and_leaves_nothing") {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let text = std::fs::read_to_string(common::scenario("conformance/hugetlbfs-prealloc-short.toml")).unwrap();
+    let text = &text[..text.find("[expect]").unwrap()];
+    let short = r#"backend = { kind = "hugetlbfs", page_size = "2M", capacity = "64M" }"#;
+    assert!(text.contains(short));
+    for backend in [r#"backend = { kind = "hugetlbfs", page_size = "2M", capacity = "0" }"#, r#"backend = { kind = "tmpfs-file", capacity = "0" }"#] {
+        let dir = common::scratch("zero-capacity");
+        let file = dir.join("zero.toml");
+        std::fs::write(&file, text.replace(short, backend)).unwrap();
+        let l = load(&file).unwrap();
+        let b = build(&l).unwrap();
+        let needs = fits(&b).unwrap_or_else(|e| panic!("{backend}: {e}"));
+        assert!(needs.to_string().contains("quota a filler file has used up (capacity 0)"), "{needs}");
+        let pool = std::fs::read_to_string("/proc/sys/vm/nr_hugepages").unwrap();
+        let model = model_outcome(&b);
+        assert_eq!(model.class(), OutcomeClass::Failed, "{backend}: {model}");
+        let real = run_real(EXE.as_ref(), &l.text, &b, TIMEOUT).unwrap();
+        assert_eq!(compare(&model, &real.outcome), Vec::<String>::new(), "{backend}");
+        assert!(real.outcome.stderr()[0].contains("qemu_prealloc_mem: preallocating memory failed"), "{backend}: {}", real.outcome);
+        assert_eq!(std::fs::read_to_string("/proc/sys/vm/nr_hugepages").unwrap(), pool, "{backend}: the pool is back");
+        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+        assert!(!mounts.lines().any(|m| m.contains("vmemsim") || m.contains("used-up")), "{mounts}");
+    }
 }

@@ -154,7 +154,7 @@ fn huge_pages(kind: Kind, region: Bytes, plan: &Plan, guardian: &mut Option<Guar
 /// the host's /dev/shm when it is a tmpfs with room; `Err` is why tmpfs is skipped.
 fn tmpfs(region: Bytes) -> Result<(Place, String, bool), String> {
     if is_root() {
-        let dirs = private_mounts(&[MountSpec { fstype: "tmpfs".into(), quota: Some(region.0), huge_page: None }]).map_err(|e| format!("cannot make a private tmpfs mount: {e}"))?;
+        let dirs = private_mounts(&[MountSpec { fstype: "tmpfs".into(), quota: Some(region.0), huge_page: None, used_up: false }]).map_err(|e| format!("cannot make a private tmpfs mount: {e}"))?;
         let dir = dirs.into_iter().next().expect("one mount asked, one made");
         return Ok((Place::Dir(dir), format!("files without a name (O_TMPFILE) on a private tmpfs mount (size={region}, own mount namespace)"), true));
     }

@@ -94,10 +94,11 @@ pub struct Setup {
 }
 
 impl Setup {
-    /// `--mount` as the parent writes it: `FS:QUOTA:PAGE:LIMIT`, `-` for none.
+    /// `--mount` as the parent writes it: `FS:QUOTA:PAGE:LIMIT[:used-up]`, `-` for none.
     pub fn mount_arg(limit: Option<vmemsim_model::LimitId>, m: &MountSpec) -> String {
         let opt = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
-        format!("{}:{}:{}:{}", m.fstype, opt(m.quota), opt(m.huge_page), opt(limit.map(|l| l.0 as u64)))
+        let used = if m.used_up { ":used-up" } else { "" };
+        format!("{}:{}:{}:{}{used}", m.fstype, opt(m.quota), opt(m.huge_page), opt(limit.map(|l| l.0 as u64)))
     }
 
     /// Reads `--mount FS:QUOTA:PAGE:LIMIT`.
@@ -105,10 +106,11 @@ impl Setup {
         let f: Vec<&str> = arg.split(':').collect();
         let opt = |s: &str| -> Result<Option<u64>, String> { if s == "-" { Ok(None) } else { s.parse().map(Some).map_err(|_| format!("bad number '{s}' in --mount {arg}")) } };
         match f.as_slice() {
-            [fs @ ("tmpfs" | "hugetlbfs"), q, p, l] => {
-                Ok((opt(l)?.map(|l| vmemsim_model::LimitId(l as usize)), MountSpec { fstype: fs.to_string(), quota: opt(q)?, huge_page: opt(p)? }))
+            [fs @ ("tmpfs" | "hugetlbfs"), q, p, l, rest @ ..] if rest.is_empty() || rest == ["used-up"] => {
+                let m = MountSpec { fstype: fs.to_string(), quota: opt(q)?, huge_page: opt(p)?, used_up: !rest.is_empty() };
+                Ok((opt(l)?.map(|l| vmemsim_model::LimitId(l as usize)), m))
             }
-            _ => Err(format!("--mount {arg}: expected tmpfs|hugetlbfs:QUOTA:PAGE:LIMIT")),
+            _ => Err(format!("--mount {arg}: expected tmpfs|hugetlbfs:QUOTA:PAGE:LIMIT[:used-up]")),
         }
     }
 }
@@ -185,4 +187,21 @@ pub fn destination_main(setup: Setup) -> i32 {
     });
     report(&outcome);
     0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mount_args_read_back_as_written_used_up_included() {
+        for used_up in [false, true] {
+            let m = MountSpec { fstype: "hugetlbfs".into(), quota: Some(2 << 20), huge_page: Some(2 << 20), used_up };
+            let arg = Setup::mount_arg(Some(vmemsim_model::LimitId(3)), &m);
+            assert_eq!(Setup::parse_mount(&arg).unwrap(), (Some(vmemsim_model::LimitId(3)), m));
+        }
+        assert_eq!(Setup::parse_mount("tmpfs:-:-:-").unwrap().1.quota, None);
+        assert!(Setup::parse_mount("tmpfs:1:-:-:full").unwrap_err().contains("used-up"));
+        assert!(Setup::parse_mount("ext4:1:-:-").is_err());
+    }
 }

@@ -77,16 +77,15 @@ pub fn fits_memdevs(b: &Built, budget: u64) -> Result<Needs, String> {
                     MountFs::Hugetlbfs(p) => ("hugetlbfs", Some(p.0)),
                     _ => ("tmpfs", None),
                 };
-                if cap == Some(0) {
-                    return Err(format!("{what} has a quota of 0, and a size=0 mount has no quota (tmpfs and hugetlbfs read 0 as unlimited)"));
-                }
                 if let Some(c) = cap.filter(|c| c % page.unwrap_or(4096) != 0) {
                     return Err(format!("the quota of {what}, {}, is not whole pages", Bytes(c)));
                 }
-                // Unlimited mounts still get the budget as their quota: nothing can run away.
-                let quota = cap.unwrap_or(budget);
+                // A quota of 0 is one page a filler takes; unlimited mounts still get the
+                // budget as their quota: nothing can run away.
+                let used_up = cap == Some(0);
+                let quota = if used_up { page.unwrap_or(4096) } else { cap.unwrap_or(budget) };
                 quota_of[i] = Some(quota);
-                needs.mounts.push((Some(id), MountSpec { fstype: fstype.into(), quota: Some(quota), huge_page: page }));
+                needs.mounts.push((Some(id), MountSpec { fstype: fstype.into(), quota: Some(quota), huge_page: page, used_up }));
             }
             LimitKind::HugePages { .. } if cap.is_some_and(|c| c < need) => {
                 return Err(format!(

@@ -50,6 +50,10 @@ pub struct MountSpec {
     pub fstype: String,
     pub quota: Option<u64>,
     pub huge_page: Option<u64>,
+    /// A capacity of 0: tmpfs and hugetlbfs read `size=0` as no limit (shmem_parse_one,
+    /// hugetlbfs_parse_param), so the mount gets a quota of one page and a filler file takes it
+    /// before the run: every later allocation on the mount fails.
+    pub used_up: bool,
 }
 
 /// Moves this process into a mount namespace of its own (nothing propagates back to the host),
@@ -75,9 +79,19 @@ pub fn private_mounts(mounts: &[MountSpec]) -> std::io::Result<Vec<PathBuf>> {
             opts.push(format!("size={s}"));
         }
         mount_one(&m.fstype, &dir, &opts)?;
+        if m.used_up {
+            use_up(&dir, m.quota.unwrap_or(0))?;
+        }
         dirs.push(dir);
     }
     Ok(dirs)
+}
+
+/// Takes the whole quota of a fresh mount with one file (fallocate allocates its pages: on
+/// hugetlbfs a huge page of the pool). The file goes with the mount, with the namespace.
+fn use_up(dir: &Path, quota: u64) -> std::io::Result<()> {
+    let f = std::fs::File::create_new(dir.join("used-up"))?;
+    rustix::fs::fallocate(&f, rustix::fs::FallocateFlags::empty(), 0, quota).map_err(|e| with(&format!("using up the {quota}-byte quota of {}", dir.display()), e))
 }
 
 fn mount_one(fstype: &str, dir: &Path, opts: &[String]) -> std::io::Result<()> {

@@ -43,6 +43,7 @@ impl std::fmt::Display for Needs {
         let mut parts = Vec::new();
         for (_, m) in &self.mounts {
             parts.push(match m.quota {
+                Some(q) if m.used_up => format!("a private {} mount whose {} quota a filler file has used up (capacity 0)", m.fstype, Bytes(q)),
                 Some(q) => format!("a private {} mount with a {} quota", m.fstype, Bytes(q)),
                 None => format!("a private {} mount", m.fstype),
             });
@@ -133,16 +134,22 @@ pub fn fits_within(b: &Built, budget: u64) -> Result<Needs, String> {
     }
     // Without root, memfd hugetlb with no free huge pages is still a real shortage of zero.
     let empty_pool = backend.kind == BackendKind::MemfdHugetlb && cap == Some(0) && super::pool::free_huge_pages() == 0;
-    if cap == Some(0) && !empty_pool {
-        return Err("a size=0 mount has no quota (tmpfs and hugetlbfs read 0 as unlimited)".into());
+    if cap == Some(0) && backend.kind == BackendKind::MemfdHugetlb && !empty_pool {
+        return Err(format!(
+            "a pool with no free {} page: this host's pool has {} free pages that other processes may use, and a run takes none of them; put the limit on a hugetlbfs mount instead",
+            backend.page_size,
+            super::pool::free_huge_pages()
+        ));
     }
+    // A capacity of 0 on a mount: one page of quota, used up by a filler before the run.
+    let used_up = cap == Some(0);
     if let Some(c) = cap.filter(|c| c % backend.page_size.0 != 0) {
         return Err(format!("a quota of {} is not whole {} pages", Bytes(c), backend.page_size));
     }
     // Unlimited mounts still get the budget as their quota: nothing can run away.
-    let quota = Some(cap.unwrap_or(budget));
+    let quota = Some(if used_up { backend.page_size.0 } else { cap.unwrap_or(budget) });
     let mut needs = Needs::none();
-    let mount = |fs: &str, quota: Option<u64>, huge_page: Option<u64>| (None, MountSpec { fstype: fs.to_string(), quota, huge_page });
+    let mount = |fs: &str, quota: Option<u64>, huge_page: Option<u64>| (None, MountSpec { fstype: fs.to_string(), quota, huge_page, used_up });
     match backend.kind {
         BackendKind::PrivateAnonymous | BackendKind::SharedAnonymous if cap.is_some() => {
             return Err(format!("{} memory has no capacity limit a test can set", backend.kind.name()));
@@ -156,7 +163,9 @@ pub fn fits_within(b: &Built, budget: u64) -> Result<Needs, String> {
         BackendKind::MemfdHugetlb if cap.is_none() => needs.add_huge_pages(backend.page_size, plugged.saturating_add(touched).div_ceil(huge)),
         BackendKind::MemfdHugetlb | BackendKind::Hugetlbfs => {
             needs.mounts.push(mount("hugetlbfs", quota.and_then(|q| q.div_ceil(huge).checked_mul(huge)), Some(huge)));
-            needs.add_huge_pages(backend.page_size, cap.unwrap_or(plugged).min(plugged.saturating_add(touched)).div_ceil(huge));
+            // The filler of a used-up mount takes its one page from the pool.
+            let pages = if used_up { 1 } else { cap.unwrap_or(plugged).min(plugged.saturating_add(touched)).div_ceil(huge) };
+            needs.add_huge_pages(backend.page_size, pages);
         }
     }
     if needs.needs_root() && !is_root() {
