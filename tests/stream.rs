@@ -96,3 +96,22 @@ fn a_broken_stream_is_an_error_with_its_offset() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("byte 60: the stream ends early"), "{err}");
 }
+
+#[test]
+fn preflight_machine_is_the_destinations_and_is_compared_with_the_streams() {
+    let f = tmp("preflight-machine.mig");
+    encode("seed/two-devices-short-hugetlb.toml", &f);
+    let run = |args: &[&str]| {
+        let out = Command::new(EXE).arg("preflight").arg(&f).args(["--backend", "hugetlbfs", "--capacity", "9124M"]).args(args).output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    // The alias is QEMU 10.0.2's concrete q35, the stream's: the restore completes.
+    let (code, text) = run(&["--machine", "q35"]);
+    assert_eq!(code, Some(0), "{text}");
+    // Another machine type, or q35 of a newer QEMU, is refused in the header as QEMU does.
+    for (args, local) in [(&["--machine", "pc-q35-7.1"][..], "pc-q35-7.1"), (&["--machine", "q35", "--qemu", "10.2.2"][..], "pc-q35-10.2")] {
+        let (code, text) = run(args);
+        assert_eq!(code, Some(1), "{args:?}: {text}");
+        assert!(text.contains(&format!("Machine type received is 'pc-q35-10.0' and local is '{local}'")), "{args:?}: {text}");
+    }
+}

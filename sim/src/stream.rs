@@ -219,7 +219,11 @@ pub fn preflight_with(events: &[Event], dest: DestMemory, prealloc: bool, machin
         Event::Configuration { machine } => Some(machine.clone()),
         _ => None,
     });
-    let machine = machine.map(str::to_string).or(stream_machine).ok_or("the stream has no configuration section: give --machine")?;
+    // The destination's machine: `--machine` (an alias resolves to the QEMU's concrete type),
+    // else the stream's. The stream's header keeps the source's, which the destination
+    // compares with its own (`configuration_post_load`).
+    let machine = machine.map(str::to_string).or(stream_machine.clone()).ok_or("the stream has no configuration section: give --machine")?;
+    let header_machine = stream_machine;
     let blocks = events.iter().find_map(|e| match e {
         Event::RamSetup { blocks, .. } => Some(blocks.clone()),
         _ => None,
@@ -310,7 +314,12 @@ pub fn preflight_with(events: &[Event], dest: DestMemory, prealloc: bool, machin
     for (i, (n, _)) in blocks.iter().enumerate() {
         stream_blocks.entry(n.as_str()).or_insert(i);
     }
-    let mut items = vec![Item::Header { machine: machine.clone() }, Item::RamSetup { blocks: blocks.iter().map(|(n, l)| (n.clone(), Bytes(*l))).collect() }];
+    let header = match header_machine {
+        Some(m) => m,
+        // No configuration section: the header is the destination's own (nothing to compare).
+        None => vm.machine.name().to_string(),
+    };
+    let mut items = vec![Item::Header { machine: header }, Item::RamSetup { blocks: blocks.iter().map(|(n, l)| (n.clone(), Bytes(*l))).collect() }];
     let mut needed = 0u64;
     for e in events {
         match e {
