@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use vmemsim_model::{OutcomeClass, Variant};
 use vmemsim_sim::campaign::loaded;
 use vmemsim_sim::gen::generate;
+use vmemsim_sim::real::isolation::private_mount_point;
 use vmemsim_sim::real::mounts::is_root;
+use vmemsim_sim::real::pool::PoolDir;
 use vmemsim_sim::real::{compare, fits, fits_within, model_outcome, run_real, strip_simulated};
 use vmemsim_sim::{build, load};
 
@@ -133,7 +135,8 @@ fn nothing_is_left_mounted_and_the_pool_is_restored() {
 
 /// A capacity of 0 on a private tmpfs or hugetlbfs mount is real: the mount's one page of quota
 /// is taken by a filler before the run, so the first preallocation fails gracefully, as the
-/// model says; afterwards no mount is left and the pool is as it was.
+/// model says; afterwards no mount (and so no filler) is left in any namespace and the pool's
+/// counters are as they were.
 #[test]
 fn a_zero_capacity_mount_fails_the_first_populate_gracefully_and_leaves_nothing() {
     if !root_or_skip("a_zero_capacity_mount_fails_the_first_populate_gracefully_and_leaves_nothing") {
@@ -144,7 +147,8 @@ fn a_zero_capacity_mount_fails_the_first_populate_gracefully_and_leaves_nothing(
     let text = &text[..text.find("[expect]").unwrap()];
     let short = r#"backend = { kind = "hugetlbfs", page_size = "2M", capacity = "64M" }"#;
     assert!(text.contains(short));
-    for backend in [r#"backend = { kind = "hugetlbfs", page_size = "2M", capacity = "0" }"#, r#"backend = { kind = "tmpfs-file", capacity = "0" }"#] {
+    let pool = PoolDir::for_page_size(2 << 20);
+    for (backend, filler_pages) in [(r#"backend = { kind = "hugetlbfs", page_size = "2M", capacity = "0" }"#, 1), (r#"backend = { kind = "tmpfs-file", capacity = "0" }"#, 0)] {
         let dir = common::scratch("zero-capacity");
         let file = dir.join("zero.toml");
         std::fs::write(&file, text.replace(short, backend)).unwrap();
@@ -152,14 +156,51 @@ fn a_zero_capacity_mount_fails_the_first_populate_gracefully_and_leaves_nothing(
         let b = build(&l).unwrap();
         let needs = fits(&b).unwrap_or_else(|e| panic!("{backend}: {e}"));
         assert!(needs.to_string().contains("quota a filler file has used up (capacity 0)"), "{needs}");
-        let pool = std::fs::read_to_string("/proc/sys/vm/nr_hugepages").unwrap();
+        assert_eq!(needs.huge_pages.iter().map(|(_, n)| *n).sum::<u64>(), filler_pages, "{backend}: the pool grows by the filler's page only: {needs}");
+        let before = pool.describe();
         let model = model_outcome(&b);
         assert_eq!(model.class(), OutcomeClass::Failed, "{backend}: {model}");
         let real = run_real(EXE.as_ref(), &l.text, &b, TIMEOUT).unwrap();
         assert_eq!(compare(&model, &real.outcome), Vec::<String>::new(), "{backend}");
         assert!(real.outcome.stderr()[0].contains("qemu_prealloc_mem: preallocating memory failed"), "{backend}: {}", real.outcome);
-        assert_eq!(std::fs::read_to_string("/proc/sys/vm/nr_hugepages").unwrap(), pool, "{backend}: the pool is back");
-        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
-        assert!(!mounts.lines().any(|m| m.contains("vmemsim") || m.contains("used-up")), "{mounts}");
+        assert_eq!(pool.describe(), before, "{backend}: the pool is back");
+        assert_eq!(private_mounts_left(), Vec::<String>::new(), "{backend}: no private mount, and so no filler, is left");
+    }
+}
+
+/// Mounts in any process's namespace on a private mount directory (`<tmp>/m0`, `<tmp>/m1`, ...).
+fn private_mounts_left() -> Vec<String> {
+    let base = private_mount_point();
+    let mut left = Vec::new();
+    for p in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(info) = std::fs::read_to_string(p.path().join("mountinfo")) else { continue };
+        for line in info.lines() {
+            let at = line.split(' ').nth(4).unwrap_or("");
+            let tail = std::path::Path::new(at).strip_prefix(&base).ok().and_then(|t| t.to_str()).unwrap_or("");
+            if tail.strip_prefix('m').is_some_and(|n| !n.is_empty() && n.bytes().all(|c| c.is_ascii_digit())) {
+                left.push(format!("{}: {line}", p.path().display()));
+            }
+        }
+    }
+    left
+}
+
+/// Where a capacity of 0 has no real form, the refusal names the real limit: private anonymous
+/// memory (a memory cgroup OOM-kills rather than failing the populate), and a free-huge-page
+/// pool without a mount while the host's pool has free pages others may use.
+#[test]
+fn zero_capacities_without_a_real_form_are_refused_naming_the_limit() {
+    let l = load(&common::scenario("found/pre-80-plugged-populated-seed15.toml")).unwrap();
+    let why = fits(&build(&l).unwrap()).unwrap_err();
+    assert!(why.contains("private-anonymous memory has no capacity limit a test can set") && why.contains("memory.max"), "{why}");
+    let l = load(&common::scenario("real/memfd-hugetlb-empty-pool.toml")).unwrap();
+    let free = PoolDir::for_page_size(2 << 20).available();
+    match fits(&build(&l).unwrap()) {
+        Ok(needs) => {
+            assert_eq!(free, 0, "it runs only on an empty pool: {needs}");
+            assert!(needs.huge_pages.is_empty() && needs.mounts.is_empty(), "{needs}");
+        }
+        Err(why) if free > 0 => assert!(why.starts_with(&format!("the host pool has {free} free 2 MiB page")) && why.contains("other processes may use"), "{why}"),
+        Err(why) => panic!("an empty pool runs: {why}"),
     }
 }

@@ -105,9 +105,20 @@ pub fn fits_memdevs(b: &Built, budget: u64) -> Result<Needs, String> {
         return Err(format!("it would populate {} of real memory, more than the {} budget", Bytes(populate), Bytes(budget)));
     }
     // Per page size: what each hugetlb memdev can take, in its own pages.
-    for (m, w) in uses.iter().filter(|(m, _)| m.kind.is_hugetlb()) {
+    // Memdevs on a used-up mount take nothing; its filler takes one page, once per mount.
+    let used_up = |l: LimitId| needs.mounts.iter().any(|(id, s)| *id == Some(l) && s.used_up);
+    let mut pages: Vec<(Bytes, u64)> = Vec::new();
+    for (m, w) in uses.iter().filter(|(m, _)| m.kind.is_hugetlb() && !m.mount.is_some_and(used_up)) {
         let bytes = m.mount.and_then(|l| quota_of[l.0]).map_or(*w, |q| q.min(*w));
-        needs.add_huge_pages(m.page_size, bytes.div_ceil(m.page_size.0));
+        pages.push((m.page_size, bytes.div_ceil(m.page_size.0)));
+    }
+    for (_, s) in needs.mounts.iter().filter(|(_, s)| s.used_up) {
+        if let Some(p) = s.huge_page {
+            pages.push((Bytes(p), 1));
+        }
+    }
+    for (size, n) in pages {
+        needs.add_huge_pages(size, n);
     }
     if uses.iter().any(|(m, _)| m.kind == BackendKind::RegularFile) {
         needs.files = true;

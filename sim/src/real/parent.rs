@@ -132,14 +132,11 @@ pub fn fits_within(b: &Built, budget: u64) -> Result<Needs, String> {
     if populate > budget {
         return Err(format!("it would populate {} of real memory, more than the {} budget", Bytes(populate), Bytes(budget)));
     }
-    // Without root, memfd hugetlb with no free huge pages is still a real shortage of zero.
-    let empty_pool = backend.kind == BackendKind::MemfdHugetlb && cap == Some(0) && super::pool::free_huge_pages() == 0;
+    // A pool of 0 without a mount is real only when the host's pool has no free page already.
+    let free = if backend.kind == BackendKind::MemfdHugetlb && cap == Some(0) { super::pool::PoolDir::for_page_size(huge).available() } else { 0 };
+    let empty_pool = backend.kind == BackendKind::MemfdHugetlb && cap == Some(0) && free == 0;
     if cap == Some(0) && backend.kind == BackendKind::MemfdHugetlb && !empty_pool {
-        return Err(format!(
-            "a pool with no free {} page: this host's pool has {} free pages that other processes may use, and a run takes none of them; put the limit on a hugetlbfs mount instead",
-            backend.page_size,
-            super::pool::free_huge_pages()
-        ));
+        return Err(zero_pool_refusal(free, backend.page_size));
     }
     // A capacity of 0 on a mount: one page of quota, used up by a filler before the run.
     let used_up = cap == Some(0);
@@ -152,7 +149,10 @@ pub fn fits_within(b: &Built, budget: u64) -> Result<Needs, String> {
     let mount = |fs: &str, quota: Option<u64>, huge_page: Option<u64>| (None, MountSpec { fstype: fs.to_string(), quota, huge_page, used_up });
     match backend.kind {
         BackendKind::PrivateAnonymous | BackendKind::SharedAnonymous if cap.is_some() => {
-            return Err(format!("{} memory has no capacity limit a test can set", backend.kind.name()));
+            return Err(format!(
+                "{} memory has no capacity limit a test can set: a memory cgroup's memory.max OOM-kills the process instead of failing MADV_POPULATE_WRITE with EFAULT as the model's capacity does; give the destination a tmpfs-file or hugetlbfs backend to test a limit",
+                backend.kind.name()
+            ));
         }
         BackendKind::PrivateAnonymous | BackendKind::SharedAnonymous => {}
         BackendKind::RegularFile if cap.is_some() => return Err("a disk file system has no quota a test can set".into()),
@@ -172,6 +172,13 @@ pub fn fits_within(b: &Built, budget: u64) -> Result<Needs, String> {
         return Err("it needs root for a private mount or huge pages".into());
     }
     Ok(needs)
+}
+
+/// Why a free-huge-page pool of 0 without a mount does not run: the host's free pages are
+/// shared (hugetlb_acct_memory reserves from the whole pool), and a run takes none of them.
+pub fn zero_pool_refusal(free: u64, page: Bytes) -> String {
+    let s = if free == 1 { "" } else { "s" };
+    format!("the host pool has {free} free {page} page{s} that other processes may use: a pool with no free page cannot be made without taking them; put the limit on a hugetlbfs mount (a size= quota) instead")
 }
 
 /// The model's outcome for the same run the child makes.
