@@ -185,22 +185,56 @@ fn private_mounts_left() -> Vec<String> {
     left
 }
 
-/// Where a capacity of 0 has no real form, the refusal names the real limit: private anonymous
-/// memory (a memory cgroup OOM-kills rather than failing the populate), and a free-huge-page
-/// pool without a mount while the host's pool has free pages others may use.
+/// A capacity of 0 without a mount: private anonymous memory is refused (a memory cgroup
+/// OOM-kills rather than failing the populate), and a free-huge-page pool of 0, in both scenario
+/// forms, runs and agrees while the host's pool is empty and is refused naming its free pages
+/// otherwise.
 #[test]
-fn zero_capacities_without_a_real_form_are_refused_naming_the_limit() {
+fn a_zero_pool_runs_only_on_an_empty_host_pool_and_anonymous_zero_is_refused() {
     let l = load(&common::scenario("found/pre-80-plugged-populated-seed15.toml")).unwrap();
     let why = fits(&build(&l).unwrap()).unwrap_err();
     assert!(why.contains("private-anonymous memory has no capacity limit a test can set") && why.contains("memory.max"), "{why}");
-    let l = load(&common::scenario("real/memfd-hugetlb-empty-pool.toml")).unwrap();
-    let free = PoolDir::for_page_size(2 << 20).available();
-    match fits(&build(&l).unwrap()) {
-        Ok(needs) => {
-            assert_eq!(free, 0, "it runs only on an empty pool: {needs}");
-            assert!(needs.huge_pages.is_empty() && needs.mounts.is_empty(), "{needs}");
+    let memdevs = common::scratch("zero-pool").join("zero-pool-memdevs.toml");
+    std::fs::write(&memdevs, ZERO_POOL_MEMDEVS).unwrap();
+    for file in [common::scenario("real/memfd-hugetlb-empty-pool.toml"), memdevs] {
+        let l = load(&file).unwrap();
+        let b = build(&l).unwrap();
+        let free = PoolDir::for_page_size(2 << 20).available();
+        match fits(&b) {
+            Ok(needs) => {
+                assert_eq!(free, 0, "{}: it runs only on an empty pool: {needs}", file.display());
+                assert!(needs.huge_pages.is_empty() && needs.mounts.is_empty(), "{}: {needs}", file.display());
+                if is_root() {
+                    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+                    let real = run_real(EXE.as_ref(), &l.text, &b, TIMEOUT).unwrap();
+                    assert_eq!(compare(&model_outcome(&b), &real.outcome), Vec::<String>::new(), "{}", file.display());
+                }
+            }
+            Err(why) if free > 0 => assert!(why.starts_with(&format!("the host pool has {free} free 2 MiB page")) && why.contains("other processes may use"), "{why}"),
+            Err(why) => panic!("{}: an empty pool runs: {why}", file.display()),
         }
-        Err(why) if free > 0 => assert!(why.starts_with(&format!("the host pool has {free} free 2 MiB page")) && why.contains("other processes may use"), "{why}"),
-        Err(why) => panic!("an empty pool runs: {why}"),
     }
 }
+
+/// The memdevs form of a pool of 0: memfd hugetlb drawing on no free 2 MiB pages.
+const ZERO_POOL_MEMDEVS: &str = r#"name = "zero pool, memdevs form"
+[source]
+machine = "q35"
+main_ram = "128M"
+[[source.memdev]]
+id = "mem0"
+type = "memory-backend-memfd"
+hugetlb = true
+hugetlbsize = "2M"
+reserve = false
+[destination]
+[[destination.hugepages]]
+page_size = "2M"
+free = "0"
+[[device]]
+id = "vmem0"
+memdev = "mem0"
+region = "1G"
+requested = "64M"
+prealloc = true
+"#;

@@ -6,7 +6,8 @@ use vmemsim_model::{BackendKind, Bytes, LimitId, LimitKind, Memdev, MountFs, Var
 
 use super::isolation::MountSpec;
 use super::mounts::is_root;
-use super::parent::{huge_page_runs, Needs};
+use super::parent::{huge_page_runs, zero_pool_refusal, Needs};
+use super::pool::PoolDir;
 use crate::build::Built;
 
 /// NUMA nodes this host has (`/sys/devices/system/node/node*`), at least one.
@@ -61,6 +62,7 @@ pub fn fits_memdevs(b: &Built, budget: u64) -> Result<Needs, String> {
     let populate: u64 = uses.iter().map(|(_, w)| *w).fold(0, u64::saturating_add);
     let mut needs = Needs { mounts: Vec::new(), files: false, huge_pages: Vec::new() };
     let mut quota_of = vec![None; mem.limits.len()];
+    let mut zero_pools: Vec<(LimitId, Bytes)> = Vec::new();
     for (i, limit) in mem.limits.iter().enumerate() {
         let id = LimitId(i);
         let users: Vec<&(&Memdev, u64)> = uses.iter().filter(|(m, _)| mem.draws(m).iter().flatten().any(|l| *l == id)).collect();
@@ -87,6 +89,11 @@ pub fn fits_memdevs(b: &Built, budget: u64) -> Result<Needs, String> {
                 quota_of[i] = Some(quota);
                 needs.mounts.push((Some(id), MountSpec { fstype: fstype.into(), quota: Some(quota), huge_page: page, used_up }));
             }
+            // A pool of 0 is real while the host's has no free page and the run adds none.
+            LimitKind::HugePages { page_size, node: None } if cap == Some(0) => match PoolDir::for_page_size(page_size.0).available() {
+                0 => zero_pools.push((id, *page_size)),
+                free => return Err(zero_pool_refusal(free, *page_size)),
+            },
             LimitKind::HugePages { .. } if cap.is_some_and(|c| c < need) => {
                 return Err(format!(
                     "{what} ({}) is less than the run can take ({}): the free huge pages of a shared host cannot be set exactly; put the limit on a hugetlbfs mount's size= instead",
@@ -108,7 +115,9 @@ pub fn fits_memdevs(b: &Built, budget: u64) -> Result<Needs, String> {
     // Memdevs on a used-up mount take nothing; its filler takes one page, once per mount.
     let used_up = |l: LimitId| needs.mounts.iter().any(|(id, s)| *id == Some(l) && s.used_up);
     let mut pages: Vec<(Bytes, u64)> = Vec::new();
-    for (m, w) in uses.iter().filter(|(m, _)| m.kind.is_hugetlb() && !m.mount.is_some_and(used_up)) {
+    // Memdevs drawing on a zero pool get no page from the kernel, as the model says.
+    let on_zero_pool = |m: &Memdev| mem.draws(m).iter().flatten().any(|l| zero_pools.iter().any(|(z, _)| z == l));
+    for (m, w) in uses.iter().filter(|(m, _)| m.kind.is_hugetlb() && !m.mount.is_some_and(used_up) && !on_zero_pool(m)) {
         let bytes = m.mount.and_then(|l| quota_of[l.0]).map_or(*w, |q| q.min(*w));
         pages.push((m.page_size, bytes.div_ceil(m.page_size.0)));
     }
@@ -118,6 +127,9 @@ pub fn fits_memdevs(b: &Built, budget: u64) -> Result<Needs, String> {
         }
     }
     for (size, n) in pages {
+        if let Some((_, z)) = zero_pools.iter().find(|(_, z)| *z == size && n > 0) {
+            return Err(format!("a pool of 0 free {z} pages is real only while the run adds none, and its other memory needs {n} added: give that memory a page size of its own"));
+        }
         needs.add_huge_pages(size, n);
     }
     if uses.iter().any(|(m, _)| m.kind == BackendKind::RegularFile) {
