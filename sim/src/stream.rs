@@ -324,7 +324,7 @@ pub fn preflight_with(events: &[Event], dest: DestMemory, prealloc: bool, machin
     for e in events {
         match e {
             Event::Early { idstr, state, .. } => {
-                needed += state.size.0;
+                needed = needed.checked_add(state.size.0).ok_or_else(|| format!("the early sections' plugged sizes add up to more than 2^64 bytes (at {}): not a stream QEMU writes", escaped(idstr)))?;
                 items.push(Item::Early(Box::new(EarlySection { idstr: idstr.clone(), state: state.clone() })));
             }
             Event::RamPages { block, offset, pages, kind } => {
