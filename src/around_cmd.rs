@@ -108,10 +108,7 @@ fn show(l: &Loaded, file: &str, a: &Args) -> Result<ExitCode, String> {
         let text = match (ran, variant_text(l, p).and_then(|t| run_text(l, k, &t).map(|r| (t, r)))) {
             (Ran::Run { .. }, Ok((_, (vl, sim)))) => {
                 let text = vmemsim_sim::accept::accept(&vl, &sim).map_err(|e| e.to_string())?;
-                result.extend(sim.outcome.to_string().lines().map(str::to_string));
-                result.push(format!("verdict: {}", sim.judgement));
-                result.extend(sim.violations.iter().map(|v| format!("property {} violated: {}", v.property, v.detail)));
-                result.push(format!("trace hash: {:016x}", sim.trace_hash));
+                result.extend(vmemsim_sim::report::result_lines(&sim));
                 if sim.judgement.verdict != around.base_verdict {
                     code = 1;
                 }

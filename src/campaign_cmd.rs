@@ -14,6 +14,7 @@ use vmemsim_sim::found::{record, record_hazard};
 use vmemsim_sim::gen::generate_on;
 use vmemsim_sim::report::campaign_doc::{seed_command, CampaignDoc, FindingDoc, RowDoc, ShownDoc};
 use vmemsim_sim::report::junit::{self, Case, Problem};
+use vmemsim_sim::report::result_lines;
 use vmemsim_sim::Property;
 
 use crate::format::{print_doc, Format};
@@ -87,7 +88,7 @@ const SHOW_MAX: u64 = 100;
 /// file `vmemsim run` takes.
 fn show(o: &Options) -> Result<Vec<ShownDoc>, String> {
     let runs = o.runs.filter(|r| *r <= SHOW_MAX).ok_or_else(|| format!("--show prints every scenario: give --runs {SHOW_MAX} or fewer"))?;
-    let count = runs / o.shard.count + u64::from(runs % o.shard.count > o.shard.index);
+    let count = o.shard.share(runs);
     let mut shown = Vec::new();
     for i in 0..count {
         let seed = seeds(o, i);
@@ -95,13 +96,7 @@ fn show(o: &Options) -> Result<Vec<ShownDoc>, String> {
         let text = toml::to_string(&scenario).map_err(|e| format!("seed {seed}: cannot write the scenario: {e}"))?;
         let (r, sim) = run_seed_on(seed, o.variant, o.qemu);
         let mut result = match (&r.class, &sim) {
-            (Ok(_), Some(sim)) => {
-                let mut lines: Vec<String> = sim.outcome.to_string().lines().map(str::to_string).collect();
-                lines.push(format!("verdict: {}", sim.judgement));
-                lines.extend(sim.violations.iter().map(|v| format!("property {} violated: {}", v.property, v.detail)));
-                lines.push(format!("trace hash: {:016x}", sim.trace_hash));
-                lines
-            }
+            (Ok(_), Some(sim)) => result_lines(sim),
             (Err(e), _) | (Ok(e), None) => vec![format!("does not build: {e}")],
         };
         result.insert(0, format!("{} (seed {seed}):", seed_command(o, seed)));
@@ -127,7 +122,7 @@ pub fn run(args: Args) -> Result<ExitCode, String> {
         }
     }
     let tty = std::io::stderr().is_terminal() && !args.show;
-    let bar = ProgressBar::with_draw_target(o.runs.map(|r| r / o.shard.count), if tty { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() });
+    let bar = ProgressBar::with_draw_target(o.runs.map(|r| o.shard.share(r)), if tty { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() });
     bar.set_style(
         ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} runs, {rate}, findings: {msg}")
             .map_err(|e| e.to_string())?
@@ -173,7 +168,7 @@ pub fn run(args: Args) -> Result<ExitCode, String> {
         }
         for (p, t) in &summary.by_property {
             let seed = t.first();
-            let unshrunk = format!("vmemsim campaign --variant {} --qemu {} --seed {seed} --runs 1 --show", o.variant, o.qemu);
+            let unshrunk = seed_command(o, seed);
             if !json {
                 out!("  {p}: first at seed {seed}; unshrunk: {unshrunk}");
             }

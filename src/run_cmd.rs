@@ -138,9 +138,17 @@ struct ReplayDoc {
     not_met: usize,
     accepted: usize,
     errors: usize,
-    /// Per file, in the order given: a run document, or `{"file", "error"}`.
-    results: Vec<serde_json::Value>,
+    /// Per file, in the order given.
+    results: Vec<ReplayResult>,
     exit_code: u8,
+}
+
+/// One file of a replay: its run document, or its error (with the file).
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum ReplayResult {
+    Ran(Box<RunDoc>),
+    Error(ErrorDoc),
 }
 
 fn replay_one(file: &Path, a: &ReplayArgs, format: Format) -> Replayed {
@@ -190,14 +198,7 @@ fn replay_one(file: &Path, a: &ReplayArgs, format: Format) -> Replayed {
         }
         accepted = true;
     } else if human {
-        if diffs.is_empty() {
-            out!("expectation: met");
-        } else {
-            out!("expectation: NOT met");
-            for d in &diffs {
-                out!("  {d}");
-            }
-        }
+        verdict("expectation: met", "expectation: NOT met", &diffs);
     }
     let code = u8::from(!diffs.is_empty() && !accepted);
     let doc = RunDoc::new("replay", &l, &b, &report, a.trace, Some(diffs), code);
@@ -229,7 +230,7 @@ pub fn replay(a: ReplayArgs, format: Format) -> Result<ExitCode, String> {
                     case.failure = Some(Problem { message: diffs[0].clone(), kind: "expectation".into(), text: diffs.join("\n") });
                 }
                 case.system_out = Some(format!("outcome: {}\nverdict: {}: {}\ntrace hash: {}", doc.destination.outcome.class, doc.verdict.verdict, doc.verdict.reason, doc.trace_hash));
-                results.push(serde_json::to_value(&*doc).expect("a run document serializes"));
+                results.push(ReplayResult::Ran(doc));
             }
             Replayed::Error(e) => {
                 errors += 1;
@@ -237,10 +238,7 @@ pub fn replay(a: ReplayArgs, format: Format) -> Result<ExitCode, String> {
                     eprintln!("error: {e}");
                 }
                 case.error = Some(Problem { message: e.lines().next().unwrap_or_default().to_string(), kind: "input".into(), text: e.clone() });
-                results.push(serde_json::to_value(ErrorDoc::new("replay", &e)).expect("an error document serializes"));
-                if let Some(serde_json::Value::Object(o)) = results.last_mut() {
-                    o.insert("file".into(), file.display().to_string().into());
-                }
+                results.push(ReplayResult::Error(ErrorDoc { file: Some(file.display().to_string()), ..ErrorDoc::new("replay", &e) }));
             }
         }
         cases.push(case);

@@ -12,14 +12,10 @@ const KEYS: [&str; 8] = ["outcome", "stage", "fault", "verdict", "source_status"
 
 /// The run's value for one `[expect]` key (`None`: the run has none, e.g. no fault site).
 fn run_value(key: &str, r: &Sim) -> Option<Item> {
-    use vmemsim_model::Outcome;
     match key {
         "outcome" => Some(value(r.outcome.class().name())),
         "stage" => r.outcome.stage().map(|s| value(s.to_string())),
-        "fault" => match &r.outcome {
-            Outcome::Crashed { site, .. } | Outcome::RuntimeCrash { site, .. } => Some(value(format!("{}+{:#x}", site.block, site.offset.0))),
-            _ => None,
-        },
+        "fault" => r.outcome.fault_site().map(|s| value(s.text())),
         "verdict" => Some(value(r.judgement.verdict.name())),
         "source_status" => Some(value(r.source.status.name())),
         "stderr" => {

@@ -27,6 +27,12 @@ pub struct Shard {
 }
 
 impl Shard {
+    /// How many of a campaign's `runs` seed indices this shard runs (those equal to its index
+    /// modulo the count).
+    pub fn share(self, runs: u64) -> u64 {
+        runs / self.count + u64::from(runs % self.count > self.index)
+    }
+
     pub const WHOLE: Shard = Shard { index: 0, count: 1 };
 
     pub fn parse(s: &str) -> Result<Shard, String> {
@@ -150,7 +156,7 @@ pub fn seeds(opts: &Options, index: u64) -> u64 {
 /// Runs a campaign; `progress(done, findings)` is called from the workers now and then.
 pub fn campaign(opts: &Options, progress: &(dyn Fn(u64, u64) + Sync)) -> Summary {
     let start = Instant::now();
-    let total = opts.runs.map(|r| r / opts.shard.count + u64::from(r % opts.shard.count > opts.shard.index));
+    let total = opts.runs.map(|r| opts.shard.share(r));
     let next = AtomicU64::new(0);
     let findings = AtomicU64::new(0);
     let first_finding = AtomicU64::new(u64::MAX);

@@ -1,8 +1,7 @@
 //! Running a scenario file and comparing the run with its `[expect]`.
 
-use vmemsim_model::migration::outcome::FaultSite;
 use vmemsim_model::migration::verdict::Verdict;
-use vmemsim_model::{Outcome, OutcomeClass};
+use vmemsim_model::OutcomeClass;
 
 use crate::build::{build, Built};
 use crate::engine::{simulate, Sim};
@@ -18,13 +17,6 @@ pub fn run_built(b: &Built) -> Sim {
 /// Builds and runs a loaded scenario.
 pub fn run(l: &Loaded) -> Result<Sim, SimError> {
     Ok(run_built(&build(l)?))
-}
-
-fn fault_site(o: &Outcome) -> Option<&FaultSite> {
-    match o {
-        Outcome::Crashed { site, .. } | Outcome::RuntimeCrash { site, .. } => Some(site),
-        _ => None,
-    }
 }
 
 /// Compares a run with the scenario's `[expect]`; each difference is one line. Without
@@ -66,7 +58,7 @@ pub fn check_expectations(l: &Loaded, r: &Sim) -> Result<Vec<String>, SimError> 
         }
     }
     if let Some(fault) = &e.fault {
-        let got = fault_site(&r.outcome).map(|s| format!("{}+{:#x}", s.block, s.offset.0)).unwrap_or_default();
+        let got = r.outcome.fault_site().map(|s| s.text()).unwrap_or_default();
         if &got != fault {
             diffs.push(format!("fault: expected '{fault}', got '{got}'"));
         }

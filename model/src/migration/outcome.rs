@@ -106,6 +106,13 @@ pub struct FaultSite {
     pub offset: Bytes,
 }
 
+impl FaultSite {
+    /// As a scenario's `[expect] fault` writes it: `block+0xOFFSET`.
+    pub fn text(&self) -> String {
+        format!("{}+{:#x}", self.block, self.offset.0)
+    }
+}
+
 /// How the destination ended. `lines` are QEMU's stderr lines without the
 /// `qemu-system-x86_64: ` prefix, warnings included, in the order QEMU prints them.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -132,6 +139,14 @@ impl Outcome {
             Outcome::Crashed { .. } => OutcomeClass::Crashed,
             Outcome::PostcopyFailed { .. } => OutcomeClass::PostcopyFailed,
             Outcome::RuntimeCrash { .. } => OutcomeClass::RuntimeCrash,
+        }
+    }
+
+    /// Where the SIGBUS hit, for the outcomes a SIGBUS ends.
+    pub fn fault_site(&self) -> Option<&FaultSite> {
+        match self {
+            Outcome::Crashed { site, .. } | Outcome::RuntimeCrash { site, .. } => Some(site),
+            _ => None,
         }
     }
 

@@ -19,14 +19,27 @@ pub const SCHEMA: &str = "vmemsim/1";
 pub struct ErrorDoc {
     pub schema: &'static str,
     pub command: String,
+    /// The file it is about, in a `replay` of many files.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
     pub error: String,
     pub exit_code: u8,
 }
 
 impl ErrorDoc {
     pub fn new(command: &str, error: &str) -> ErrorDoc {
-        ErrorDoc { schema: SCHEMA, command: command.to_string(), error: error.to_string(), exit_code: 2 }
+        ErrorDoc { schema: SCHEMA, command: command.to_string(), file: None, error: error.to_string(), exit_code: 2 }
     }
+}
+
+/// A run's result as `--show` prints it under a scenario (as `#` comments): the outcome with
+/// QEMU's lines, the verdict, each violation and the trace hash.
+pub fn result_lines(sim: &crate::engine::Sim) -> Vec<String> {
+    let mut lines: Vec<String> = sim.outcome.to_string().lines().map(str::to_string).collect();
+    lines.push(format!("verdict: {}", sim.judgement));
+    lines.extend(sim.violations.iter().map(|v| format!("property {} violated: {}", v.property, v.detail)));
+    lines.push(format!("trace hash: {:016x}", sim.trace_hash));
+    lines
 }
 
 /// Pretty JSON of a document (a serializable struct cannot fail to print).

@@ -195,7 +195,7 @@ impl From<&Outcome> for OutcomeDoc {
             Outcome::Crashed { site, .. } => (None, Some("SIGBUS"), Some(site), None),
             Outcome::RuntimeCrash { site, why, .. } => (None, Some("SIGBUS"), Some(site), Some(why.clone())),
         };
-        let fault = fault.map(|s| FaultDoc { block: s.block.clone(), offset: s.offset.0, text: format!("{}+{:#x}", s.block, s.offset.0) });
+        let fault = fault.map(|s| FaultDoc { block: s.block.clone(), offset: s.offset.0, text: s.text() });
         OutcomeDoc { class: o.class().name().to_string(), exit_status, signal, stage: o.stage().map(StageDoc::from), fault, detail, stderr: o.stderr() }
     }
 }
@@ -234,10 +234,7 @@ pub struct ExpectationDoc {
 
 /// The memdevs of a side with their limits (the one-backend form is one memdev).
 pub fn memory_doc(memory: &Memory) -> Vec<MemdevDoc> {
-    let cap = |c: Capacity| match c {
-        Capacity::Unlimited => None,
-        Capacity::Limited(b) => Some(b.0),
-    };
+    let cap = |c: Capacity| c.limit().map(|b| b.0);
     memory
         .memdevs
         .iter()
