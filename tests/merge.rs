@@ -110,6 +110,10 @@ fn shards_that_do_not_make_one_campaign_are_refused_with_the_file_and_field() {
     let b = doc("b.json", &["--runs", "200", "--seed", "5", "--shard", "1/2"]);
     let other_seed = doc("seed6.json", &["--runs", "200", "--seed", "6", "--shard", "1/2"]);
     let timed = doc("timed.json", &["--time", "200ms", "--seed", "5", "--shard", "1/2"]);
+    let beyond = dir.join("beyond.json");
+    let text = std::fs::read_to_string(&a).unwrap();
+    assert!(text.contains("\"index\": 0,"));
+    std::fs::write(&beyond, text.replacen("\"index\": 0,", "\"index\": 5,", 1)).unwrap();
     let garbage = dir.join("garbage.json");
     std::fs::write(&garbage, "{\"schema\": \"vmemsim/1\",\n \"command\": 3}").unwrap();
     for (files, says) in [
@@ -118,6 +122,7 @@ fn shards_that_do_not_make_one_campaign_are_refused_with_the_file_and_field() {
         (vec![a.clone(), other_seed.clone()], "options.seed: 6 here, 5 in"),
         (vec![a.clone(), path(&garbage).to_string()], "garbage.json:2:"),
         (vec![a.clone(), timed.clone()], "options.runs"),
+        (vec![a.clone(), b.clone(), path(&beyond).to_string()], "shard 5/2 is not a shard"),
     ] {
         let mut args = vec!["merge"];
         args.extend(files.iter().map(String::as_str));

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use super::campaign_doc::{CampaignDoc, ExampleDoc, OptionsDoc, RowDoc, ShardDoc};
 use super::SCHEMA;
-use crate::campaign::Tally;
+use crate::campaign::{Shard, Tally};
 use crate::error::SimError;
 
 fn bad(path: &Path, field: &str, message: impl Into<String>) -> SimError {
@@ -30,9 +30,12 @@ fn check(docs: &[(PathBuf, CampaignDoc)]) -> Result<(), SimError> {
         if d.options.runs.is_none() {
             return Err(bad(path, "options.runs", "the shard ran until --time: shards that stop on time cover different seeds, give every shard the same --runs"));
         }
+        if d.options.shard.index >= d.options.shard.count {
+            return Err(bad(path, "options.shard", format!("shard {}/{} is not a shard: the index must be below the count", d.options.shard.index, d.options.shard.count)));
+        }
         if let Some(total) = d.options.runs {
-            let (n, i) = (d.options.shard.count.max(1), d.options.shard.index);
-            let share = total / n + u64::from(total % n > i);
+            let (i, n) = (d.options.shard.index, d.options.shard.count);
+            let share = Shard { index: i, count: n }.share(total);
             if d.runs != share {
                 return Err(bad(path, "runs", format!("shard {i}/{n} ran {} of its {share} runs (--time stopped it?): merge shards that ran all their runs", d.runs)));
             }
