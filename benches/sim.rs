@@ -2,6 +2,10 @@
 //! plugged runs rather than bytes, and campaign throughput on 1 and 2 threads.
 
 use std::path::Path;
+
+/// The allocator the `vmemsim` binary runs with (src/main.rs), so the figures are the binary's.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput};

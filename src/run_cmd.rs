@@ -55,7 +55,7 @@ fn print_run(l: &Loaded, b: &Built, report: &Sim, trace: bool) {
     describe(l, b);
     if trace {
         out!("trace:");
-        for line in &report.trace {
+        for line in report.lines(b) {
             out!("  {line}");
         }
     }

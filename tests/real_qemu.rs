@@ -70,9 +70,10 @@ fn old_machine_prealloc_enough_completes_with_the_warning() {
 
 #[test]
 fn seed_two_devices_fail_gracefully_in_the_first_early_section() {
-    let r = report("seed/two-devices-short-hugetlb.toml");
+    let built = vmemsim_sim::build(&load(&common::scenario("seed/two-devices-short-hugetlb.toml")).unwrap()).unwrap();
+    let r = vmemsim_sim::run_built(&built);
     assert_eq!(r.outcome.class(), OutcomeClass::Failed);
     assert_eq!(r.outcome.stderr(), GRACEFUL);
     insta::assert_snapshot!(r.outcome.to_string());
-    insta::assert_snapshot!("seed_trace", r.trace.join("\n"));
+    insta::assert_snapshot!("seed_trace", r.lines(&built).join("\n"));
 }

@@ -139,6 +139,18 @@ fn accept_writes_expect_from_the_run_and_keeps_the_rest_of_the_file() {
     }
     let o = vmemsim(&["replay", path(&bare)]);
     assert!(o.status.success(), "{}", text(&o));
+
+    // A stale trace hash is the only line that changes: the values the run confirms keep the
+    // way the file writes them (a one-line stderr, an empty one).
+    for rel in ["real-qemu/old-prealloc-enough.toml", "real/parallel-prealloc-enough.toml"] {
+        let original = std::fs::read_to_string(common::scenario(rel)).unwrap();
+        let line = original.lines().find(|l| l.starts_with("trace_hash = ")).expect("the file pins its trace hash");
+        let stale = original.replace(line, "trace_hash = \"0000000000000000\"");
+        let file = dir.join("stale.toml");
+        std::fs::write(&file, &stale).unwrap();
+        assert!(vmemsim(&["replay", "--accept", path(&file)]).status.success());
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), original, "{rel}");
+    }
 }
 
 #[test]

@@ -3,7 +3,7 @@
 
 mod common;
 
-use vmemsim_sim::{load, run};
+use vmemsim_sim::{build, load, run_built};
 
 #[test]
 fn traces_of_the_shipped_scenarios() {
@@ -13,7 +13,8 @@ fn traces_of_the_shipped_scenarios() {
             continue; // Findings carry their own trace hash.
         }
         let name = rel.to_string_lossy().trim_end_matches(".toml").replace('/', "__");
-        let sim = run(&load(&f).unwrap()).unwrap();
-        insta::assert_snapshot!(name, sim.trace.join("\n"));
+        let built = build(&load(&f).unwrap()).unwrap();
+        let sim = run_built(&built);
+        insta::assert_snapshot!(name, sim.lines(&built).join("\n"));
     }
 }

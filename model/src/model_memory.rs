@@ -212,10 +212,11 @@ impl ModelMemory {
 
     /// Charges `bytes` (whole pages, within `room`) to every draw, first alternative first.
     fn charge(&mut self, id: RamBlockId, bytes: u64, page: u64) {
-        let draws = self.blocks[id.0].draws.clone();
-        for alts in draws {
+        // Taken out and put back: the loop changes the pools and the block's charges.
+        let draws = std::mem::take(&mut self.blocks[id.0].draws);
+        for alts in &draws {
             let mut left = bytes;
-            for p in alts {
+            for &p in alts {
                 let f = self.pools[p.0].free();
                 let t = left.min(f - f % page);
                 if t > 0 {
@@ -226,6 +227,7 @@ impl ModelMemory {
             }
             assert_eq!(left, 0, "charged beyond the room of a draw");
         }
+        self.blocks[id.0].draws = draws;
     }
 
     fn add_charged(&mut self, id: RamBlockId, pool: PoolId, bytes: u64) {
@@ -239,8 +241,8 @@ impl ModelMemory {
     /// Gives `bytes` back to every draw, last alternative first (which node's page a discard
     /// frees is not modelled: only how many).
     fn release(&mut self, id: RamBlockId, bytes: u64) {
-        let draws = self.blocks[id.0].draws.clone();
-        for alts in draws {
+        let draws = std::mem::take(&mut self.blocks[id.0].draws);
+        for alts in &draws {
             let mut left = bytes;
             for p in alts.iter().rev() {
                 let Some(held) = self.blocks[id.0].charged.iter_mut().find(|(q, _)| q == p) else { continue };
@@ -250,6 +252,7 @@ impl ModelMemory {
                 left -= t;
             }
         }
+        self.blocks[id.0].draws = draws;
     }
 
     /// The pool behind a limit of `memdev::Memory` (`Vm::realize` adds one pool per limit, in

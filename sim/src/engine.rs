@@ -3,7 +3,7 @@
 //! is a stable trace line and every property is checked as the run goes.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap, HashMap};
+use std::collections::{BTreeSet, BinaryHeap};
 
 use std::sync::Arc;
 use vmemsim_model::PlugMap;
@@ -20,6 +20,8 @@ use crate::oracle;
 use crate::properties::{Property, Violation};
 use crate::rng::{Actor, Stream};
 use crate::scenario::DrainPoint;
+use crate::trace::{self, Entry, ItemRef, Side, Step, Trace};
+use crate::trace_setup;
 
 /// Virtual time a cancelled migration waits before it is retried.
 const RETRY_DELAY_US: u64 = 1_000;
@@ -32,7 +34,8 @@ pub struct Sim {
     pub source: SourceFate,
     /// Both sides together: does the VM survive.
     pub judgement: Judgement,
-    pub trace: Vec<String>,
+    /// Every step, as data: [`Sim::lines`] renders it.
+    pub trace: Trace,
     pub trace_hash: u64,
     /// At most one violation per property: the first.
     pub violations: Vec<Violation>,
@@ -42,18 +45,16 @@ impl Sim {
     pub fn violates(&self, p: Property) -> bool {
         self.violations.iter().any(|v| v.property == p)
     }
-}
 
-/// 64-bit FNV-1a over the trace lines: stable across machines, Rust versions and runs.
-pub fn fnv1a(lines: &[String]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for line in lines {
-        for b in line.bytes().chain(std::iter::once(b'\n')) {
-            h ^= b as u64;
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
+    /// The trace as text, one line per step; `b` is the scenario this run was built from.
+    pub fn lines(&self, b: &Built) -> Vec<String> {
+        trace::render(b, &self.trace, &self.violations, &self.outcome)
     }
-    h
+
+    /// The hash of this run's steps (what `trace_hash` holds); `b` as in [`Sim::lines`].
+    pub fn rehash(&self, b: &Built) -> u64 {
+        trace::hash(b, &self.trace, &self.violations, &self.outcome)
+    }
 }
 
 /// Where the guest runs.
@@ -65,7 +66,7 @@ enum Guest {
     Destination,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Copy, Clone, Debug)]
 enum Event {
     Request(usize, Request),
     Resize(usize, Bytes),
@@ -77,7 +78,7 @@ struct Run<'a> {
     now: u64,
     queue: BinaryHeap<Reverse<(u64, u64, usize)>>,
     events: Vec<Event>,
-    trace: Vec<String>,
+    trace: Trace,
     violations: Vec<Violation>,
     channel: Stream,
     /// Whether property 6 was checked once on every device; after that, each step checks only
@@ -97,14 +98,15 @@ enum Touched {
 }
 
 impl<'a> Run<'a> {
-    fn log(&mut self, who: &str, text: impl AsRef<str>) {
-        self.trace.push(format!("t={:>10} {who}: {}", self.now, text.as_ref()));
+    fn log(&mut self, step: Step) {
+        self.trace.entries.push(Entry { at: self.now, step });
     }
 
     fn violate(&mut self, property: Property, detail: String) {
         if !self.violations.iter().any(|v| v.property == property) {
             let step = self.trace.len();
-            self.trace.push(format!("t={:>10} property {property} violated: {detail}", self.now));
+            let index = u8::try_from(self.violations.len()).expect("one violation per property");
+            self.log(Step::Violation(index));
             self.violations.push(Violation { property, step, detail });
         }
     }
@@ -126,31 +128,34 @@ impl<'a> Run<'a> {
             };
             // The migration completed and the guest runs on the destination.
             let restored = guest == Guest::Destination && dest.as_ref().is_some_and(|d| d.eof_seen());
-            let (side, vm, busy, touched): (&str, &mut Vm, bool, Touched) = match (guest, dest.as_mut()) {
+            let (side, vm, busy, touched): (Side, &mut Vm, bool, Touched) = match (guest, dest.as_mut()) {
                 (Guest::Destination, Some(d)) => {
                     let busy = d.in_incoming_postcopy();
-                    ("destination", d.vm_mut(), busy, Touched::Destination(dev))
+                    (Side::Destination, d.vm_mut(), busy, Touched::Destination(dev))
                 }
-                _ => ("source", &mut self.src, busy_src, Touched::Source(dev)),
+                _ => (Side::Source, &mut self.src, busy_src, Touched::Source(dev)),
             };
             if let Touched::Source(i) = touched {
                 self.touched_src.insert(i);
             }
-            let line = match self.events[idx].clone() {
+            let devno = u16::try_from(dev).expect("a scenario has fewer than 65536 devices");
+            let step = match self.events[idx] {
                 Event::Request(dev, req) => {
                     let resp = vm.request(dev, req, busy);
-                    let line = format!("guest {} {req} -> {resp}", vm.devices[dev].id());
                     if let (true, true, Request::Plug { addr, nb_blocks }, Response::Ack) = (restored, self.b.init_on_free, req, resp) {
                         self.after_restore_crash = self.after_restore_crash.take().or_else(|| write_plugged(vm, dev, addr, nb_blocks));
                     }
-                    line
+                    Step::Guest { side, dev: devno, req, resp }
                 }
                 Event::Resize(dev, size) => match vm.devices[dev].set_requested_size(size) {
-                    Ok(()) => format!("manager {} requested-size {size}", vm.devices[dev].id()),
-                    Err(e) => format!("manager refused: {e}"),
+                    Ok(()) => Step::Resize { side, dev: devno, size },
+                    Err(e) => {
+                        self.trace.texts.push(e.to_string());
+                        Step::ResizeRefused { side, text: (self.trace.texts.len() - 1) as u32 }
+                    }
                 },
             };
-            self.log(side, line);
+            self.log(step);
             self.now = saved.max(t);
             self.check_invariants(dest.as_ref(), Some(touched));
         }
@@ -199,22 +204,20 @@ impl<'a> Run<'a> {
 }
 
 fn drain(run: &mut Run, dest: &mut Destination<ModelMemory>, at: DrainPoint) {
-    let drains: Vec<Bytes> = run.b.drains.iter().filter(|(p, _)| *p == at).map(|(_, b)| *b).collect();
+    let b = run.b;
+    let drains = b.drains.iter().filter(|(p, _)| *p == at).map(|(_, b)| *b);
     // The competitor takes from the first limit the first device's memdev draws from: the
     // older form's one capacity, or (per memdev) its mount, cgroup or huge page pool.
-    let memory = &run.b.destination.memory;
-    let target = run.b.destination.devices.first().and_then(|d| memory.first_limit_of(&d.memdev));
+    let memory = &b.destination.memory;
+    let target = b.destination.devices.first().and_then(|d| memory.first_limit_of(&d.memdev));
     for bytes in drains {
         let Some(limit) = target else {
-            run.log("competitor", format!("finds no limit to take {bytes} from at {at:?}"));
+            run.log(Step::CompetitorNoLimit { asked: bytes, at });
             continue;
         };
         let took = dest.vm_mut().host.drain_pool(vmemsim_model::ModelMemory::pool_of(limit), bytes);
-        let what = match &memory.limits[limit.0].kind {
-            vmemsim_model::LimitKind::OneBackend => "the destination's pool".to_string(),
-            other => other.describe(),
-        };
-        run.log("competitor", format!("takes {took} from {what} at {at:?}"));
+        let limit = u16::try_from(limit.0).expect("a scenario has fewer than 65536 limits");
+        run.log(Step::Competitor { took, limit, at });
     }
 }
 
@@ -284,7 +287,7 @@ pub fn simulate(b: &Built) -> Sim {
         now: 0,
         queue: BinaryHeap::new(),
         events: Vec::new(),
-        trace: Vec::new(),
+        trace: Trace { entries: Vec::with_capacity(64), ..Trace::default() },
         violations: Vec::new(),
         channel: Stream::new(b.seed, Actor::Channel),
         invariants_seen: false,
@@ -299,7 +302,9 @@ pub fn simulate(b: &Built) -> Sim {
         run.events.push(Event::Resize(dev, size));
         run.queue.push(Reverse((t, (b.actions.len() + i) as u64, run.events.len() - 1)));
     }
-    setup_lines(&mut run);
+    for i in 0..trace_setup::count(b) {
+        run.log(Step::Setup(u16::try_from(i).expect("fewer than 65536 set-up lines")));
+    }
     // QEMU promises graceful failure for precopy only. Under postcopy every device's
     // preallocation is discarded again right away (virtio_mem_post_load_early), so it checks
     // each device alone, not their sum, and a competitor may take the memory before RAM load
@@ -307,66 +312,18 @@ pub fn simulate(b: &Built) -> Sim {
     let premise = oracle::new_machine_prealloc(b) && !b.plan.is_postcopy();
     let ended = migrate(&mut run, premise);
     let outcome = ended.outcome;
-    run.log("outcome", format!("{} {}", outcome.class(), outcome.stage().map(|s| s.to_string()).unwrap_or_default()));
+    run.log(Step::Outcome);
     final_checks(&mut run, &outcome, premise);
-    let source = source_fate(&ended.items, ended.failed, &outcome, &b.source_qemu);
+    let items = ended.attempt.map_or(&[][..], |a| &run.trace.attempts[a][..]);
+    let source = source_fate(items, ended.failed, &outcome, &b.source_qemu);
     let judgement = judge(&outcome, &source, ended.unbacked);
     if premise && !matches!(judgement.verdict, Verdict::Safe | Verdict::Recoverable) {
         run.violate(Property::GuestSurvival, format!("QEMU promises graceful failure here, but the verdict is {judgement}"));
     }
     // The trace stays the destination's (and the violations'): its hash is what every shipped
     // scenario replays.
-    let trace_hash = fnv1a(&run.trace);
+    let trace_hash = trace::hash(b, &run.trace, &run.violations, &outcome);
     Sim { outcome, source, judgement, trace: run.trace, trace_hash, violations: run.violations }
-}
-
-fn setup_lines(run: &mut Run) {
-    let b = run.b;
-    let variant = b.destination.variant;
-    let side = |name: &str, qemu: &vmemsim_model::QemuProfile, machine: &str, memory: &vmemsim_model::Memory| -> Vec<String> {
-        let cap = |c: vmemsim_model::Capacity| c.limit().map_or("unlimited".to_string(), |c| format!("{:#x}", c.0));
-        if let Some(backend) = memory.single_backend() {
-            return vec![format!(
-                "{name} qemu={} machine={machine} backend={} page={} capacity={} variant={variant}",
-                qemu.version,
-                backend.kind.name(),
-                backend.page_size,
-                cap(backend.capacity),
-            )];
-        }
-        let mut lines = vec![format!("{name} qemu={} machine={machine} variant={variant}", qemu.version)];
-        for l in &memory.limits {
-            lines.push(format!("{name} limit: {} capacity={}", l.kind.describe(), cap(l.capacity)));
-        }
-        for m in &memory.memdevs {
-            let main = if memory.main.as_deref() == Some(m.id.as_str()) { " (main RAM)" } else { "" };
-            let nodes = if m.host_nodes.is_empty() { String::new() } else { format!(" bound to nodes {:?}", m.host_nodes) };
-            lines.push(format!("{name} memdev {}{main}: {} page={}{nodes}", m.id, m.kind.name(), m.page_size));
-        }
-        lines
-    };
-    let mut lines = side("source", &b.source_qemu, b.source.machine.name(), &b.source_memory);
-    for d in &b.source.devices {
-        lines.push(format!("source {} ({}): {}", d.id(), d.pci(), d.summary()));
-    }
-    let dst = &b.destination;
-    lines.extend(side("destination", &dst.qemu, dst.machine.name(), &dst.memory));
-    for d in &dst.devices {
-        lines.push(format!(
-            "destination {} ({}): memaddr {} region {} block {} node {} prealloc={} x-early-migration={}",
-            d.id,
-            d.pci,
-            d.memaddr,
-            d.region_size,
-            d.block_size.map_or("default".to_string(), |b| b.to_string()),
-            d.node,
-            d.prealloc,
-            d.early_migration.map_or("machine-default".to_string(), |b| b.to_string())
-        ));
-    }
-    for l in lines {
-        run.log("setup", l);
-    }
 }
 
 /// A guest with `init_on_free=1` writes the blocks it just plugged: with prealloc off nothing
@@ -385,11 +342,12 @@ fn write_plugged(vm: &mut Vm, dev: usize, addr: vmemsim_model::Gpa, nb_blocks: u
     })
 }
 
-/// How the last attempt ended: the destination's outcome, the index of the item it failed on
-/// in `items` (the stream of that attempt), and after a completed one its unbacked memory.
+/// How the last attempt ended: the destination's outcome, the attempt (its stream is
+/// `trace.attempts[attempt]`; none when the destination did not start) and the index of the item
+/// it failed on, and after a completed one its unbacked memory.
 struct Ended {
     outcome: Outcome,
-    items: Vec<Item>,
+    attempt: Option<usize>,
     failed: Option<usize>,
     unbacked: Option<Unbacked>,
 }
@@ -398,113 +356,130 @@ struct Ended {
 fn migrate(run: &mut Run, premise: bool) -> Ended {
     let b = run.b;
     let mut cancel_at = b.cancel_at;
-    'attempt: loop {
+    loop {
         let dest_vm = match Vm::realize(&b.destination) {
             Ok((vm, _)) => vm,
-            Err(e) => return Ended { outcome: Outcome::Failed { stage: Stage::Startup, lines: vec![e.to_string()] }, items: Vec::new(), failed: None, unbacked: None },
+            Err(e) => return Ended { outcome: Outcome::Failed { stage: Stage::Startup, lines: vec![e.to_string()] }, attempt: None, failed: None, unbacked: None },
         };
-        let mut dest = Some(Destination::new(dest_vm));
+        let attempt = run.trace.attempts.len();
         let items = source::stream(&run.src, &b.plan);
-        let snapshot: Vec<(Bytes, Arc<PlugMap>)> = run.src.devices.iter().map(|d| (d.size(), Arc::clone(d.plug_map()))).collect();
-        run.touched_src.clear();
-        // The late section names its source device: looked up once, not per section.
-        let mut late_src: HashMap<String, usize> = HashMap::new();
-        for (i, dv) in run.src.devices.iter().enumerate() {
-            late_src.entry(dv.late_idstr()).or_insert(i);
+        let (end, failed) = attempt_stream(run, Destination::new(dest_vm), &items, attempt, &mut cancel_at, premise);
+        run.trace.attempts.push(items);
+        match end {
+            AttemptEnd::Retry => continue,
+            AttemptEnd::Ended(outcome, unbacked) => return Ended { outcome, attempt: Some(attempt), failed, unbacked },
         }
-        let mut guest = Guest::Source;
-        let mut pages_seen = false;
-        let mut early_seen = false;
-        run.log("source", "migration starts");
-        for (index, item) in items.iter().enumerate() {
-            let started = run.now;
-            run.now += run.cost_us(item);
-            if let Some(c) = cancel_at {
-                let switched = dest.as_ref().is_some_and(|d| d.postcopy_state() >= PostcopyState::Discard) || guest != Guest::Source;
-                if run.now >= c && !switched {
-                    // The transfer in flight is aborted at the cancel time.
-                    run.now = c.max(started);
-                    run.run_events(run.now, guest, &mut dest, true);
-                    run.check_frozen(&snapshot);
-                    cancel_at = None;
-                    run.log("manager", "migrate_cancel: the first destination is dropped");
-                    run.run_events(run.now + RETRY_DELAY_US, Guest::Source, &mut None, false);
-                    run.now += RETRY_DELAY_US;
-                    run.log("manager", "migration retried to a second destination");
-                    continue 'attempt;
-                }
-            }
-            run.run_events(run.now, guest, &mut dest, true);
-            run.check_frozen(&snapshot);
-            let d = dest.as_mut().expect("the destination exists during the attempt");
-            // Where the guest runs: paused for switchover, then on the destination after RUN.
-            match item {
-                Item::SwitchoverStart | Item::Late(_) if !b.plan.is_postcopy() => guest = Guest::Paused,
-                Item::RamDiscard { .. } | Item::Listen => guest = Guest::Paused,
-                Item::Run => guest = Guest::Destination,
-                _ => {}
-            }
-            let item = match item {
-                // The late section is written at completion, from the source's state then.
-                Item::Late(l) => {
-                    let dev = late_src.get(&l.idstr).map(|&i| &run.src.devices[i]).expect("late section of a device");
-                    Item::Late(Box::new(source::late_section(dev)))
-                }
-                other => other.clone(),
-            };
-            if early_seen && !matches!(item, Item::Early(_)) {
-                early_seen = false;
-                drain(run, d, DrainPoint::AfterEarly);
-            }
-            if d.postcopy_advised() && !pages_seen {
-                let virtio_page = matches!(&item, Item::Ram { block, .. } if d.vm().blocks.get(*block).is_some_and(|bl| bl.device.is_some()));
-                if virtio_page || item == Item::Listen {
-                    pages_seen = true;
-                    clean_slate_before_pages(run, d);
-                }
-            }
-            if item == Item::Listen {
-                drain(run, d, DrainPoint::Listen);
-            }
-            let line = item.to_string();
-            run.log("channel", line);
-            let result = d.apply(&item);
-            if matches!(item, Item::Early(_)) {
-                early_seen = true;
-            }
-            if let Err(outcome) = result {
-                if d.placement_error().is_some_and(|e| e.errno == vmemsim_model::host::Errno::Exist) {
-                    let at = d.placement_error().map(|e| e.offset).unwrap_or_default();
-                    run.violate(Property::PostcopyCleanSlate, format!("a postcopy placement hit EEXIST on a present page at {:#x}", at.0));
-                }
-                return Ended { outcome, items, failed: Some(index), unbacked: None };
-            }
-            if item == Item::Listen {
-                clean_slate_at_listen(run, d);
-            }
-            let touched = d.device_of(&item).map(Touched::Destination);
-            run.check_invariants(Some(d), touched);
-            run.check_frozen(&snapshot);
-        }
-        // The stream ended: the guest runs on the destination.
-        let mut d = dest.take().expect("the destination exists");
-        drain(run, &mut d, DrainPoint::End);
-        check_at_eof(run, &d, premise);
-        let hints: &[_] = if b.plan.is_postcopy() { &[] } else { &b.plan.hints };
-        let touched = match d.run_guest(&b.plan.touches, hints) {
-            Ok(n) => n,
-            Err(outcome) => return Ended { outcome, items, failed: None, unbacked: None },
-        };
-        run.log("guest", format!("runs on the destination, touched {touched} ranges"));
-        let mut holder = Some(d);
-        run.run_events(u64::MAX, Guest::Destination, &mut holder, false);
-        if let Some(outcome) = run.after_restore_crash.take() {
-            return Ended { outcome, items, failed: None, unbacked: None };
-        }
-        let d = holder.take().expect("the destination exists");
-        let unbacked = Some(d.unbacked());
-        return Ended { outcome: d.finish(), items, failed: None, unbacked };
     }
+}
+
+enum AttemptEnd {
+    /// Cancelled: the migration is retried.
+    Retry,
+    Ended(Outcome, Option<Unbacked>),
+}
+
+/// One attempt over its stream `items`; with the index of the item it failed on.
+fn attempt_stream(run: &mut Run, dest: Destination<ModelMemory>, items: &[Item], attempt: usize, cancel_at: &mut Option<u64>, premise: bool) -> (AttemptEnd, Option<usize>) {
+    let b = run.b;
+    let attempt_no = u8::try_from(attempt).expect("at most two attempts");
+    let mut dest = Some(dest);
+    let snapshot: Vec<(Bytes, Arc<PlugMap>)> = run.src.devices.iter().map(|d| (d.size(), Arc::clone(d.plug_map()))).collect();
+    run.touched_src.clear();
+    let mut guest = Guest::Source;
+    let mut pages_seen = false;
+    let mut early_seen = false;
+    run.log(Step::MigrationStarts);
+    for (index, item) in items.iter().enumerate() {
+        let started = run.now;
+        run.now += run.cost_us(item);
+        if let Some(c) = *cancel_at {
+            let switched = dest.as_ref().is_some_and(|d| d.postcopy_state() >= PostcopyState::Discard) || guest != Guest::Source;
+            if run.now >= c && !switched {
+                // The transfer in flight is aborted at the cancel time.
+                run.now = c.max(started);
+                run.run_events(run.now, guest, &mut dest, true);
+                run.check_frozen(&snapshot);
+                *cancel_at = None;
+                run.log(Step::Cancel);
+                run.run_events(run.now + RETRY_DELAY_US, Guest::Source, &mut None, false);
+                run.now += RETRY_DELAY_US;
+                run.log(Step::Retry);
+                return (AttemptEnd::Retry, None);
+            }
+        }
+        run.run_events(run.now, guest, &mut dest, true);
+        run.check_frozen(&snapshot);
+        let d = dest.as_mut().expect("the destination exists during the attempt");
+        // Where the guest runs: paused for switchover, then on the destination after RUN.
+        match item {
+            Item::SwitchoverStart | Item::Late(_) if !b.plan.is_postcopy() => guest = Guest::Paused,
+            Item::RamDiscard { .. } | Item::Listen => guest = Guest::Paused,
+            Item::Run => guest = Guest::Destination,
+            _ => {}
+        }
+        // The late section is written at completion, from the source's state then.
+        let late;
+        let (item, item_ref) = match item {
+            Item::Late(l) => {
+                let dev = run.src.devices.iter().find(|dv| dv.late_idstr() == l.idstr).expect("late section of a device");
+                late = Item::Late(Box::new(source::late_section(dev)));
+                run.trace.lates.push(late.clone());
+                (&late, ItemRef::Late((run.trace.lates.len() - 1) as u32))
+            }
+            other => (other, ItemRef::Stream { attempt: attempt_no, index: u32::try_from(index).expect("fewer than 2^32 items") }),
+        };
+        let is_listen = matches!(item, Item::Listen);
+        if early_seen && !matches!(item, Item::Early(_)) {
+            early_seen = false;
+            drain(run, d, DrainPoint::AfterEarly);
+        }
+        if d.postcopy_advised() && !pages_seen {
+            let virtio_page = matches!(item, Item::Ram { block, .. } if d.vm().blocks.get(*block).is_some_and(|bl| bl.device.is_some()));
+            if virtio_page || is_listen {
+                pages_seen = true;
+                clean_slate_before_pages(run, d);
+            }
+        }
+        if is_listen {
+            drain(run, d, DrainPoint::Listen);
+        }
+        run.log(Step::Channel(item_ref));
+        let result = d.apply(item);
+        if matches!(item, Item::Early(_)) {
+            early_seen = true;
+        }
+        if let Err(outcome) = result {
+            if d.placement_error().is_some_and(|e| e.errno == vmemsim_model::host::Errno::Exist) {
+                let at = d.placement_error().map(|e| e.offset).unwrap_or_default();
+                run.violate(Property::PostcopyCleanSlate, format!("a postcopy placement hit EEXIST on a present page at {:#x}", at.0));
+            }
+            return (AttemptEnd::Ended(outcome, None), Some(index));
+        }
+        if is_listen {
+            clean_slate_at_listen(run, d);
+        }
+        let touched = d.device_of(item).map(Touched::Destination);
+        run.check_invariants(Some(d), touched);
+        run.check_frozen(&snapshot);
+    }
+    // The stream ended: the guest runs on the destination.
+    let mut d = dest.take().expect("the destination exists");
+    drain(run, &mut d, DrainPoint::End);
+    check_at_eof(run, &d, premise);
+    let hints: &[_] = if b.plan.is_postcopy() { &[] } else { &b.plan.hints };
+    let touched = match d.run_guest(&b.plan.touches, hints) {
+        Ok(n) => n,
+        Err(outcome) => return (AttemptEnd::Ended(outcome, None), None),
+    };
+    run.log(Step::GuestRuns { touched: touched as u64 });
+    let mut holder = Some(d);
+    run.run_events(u64::MAX, Guest::Destination, &mut holder, false);
+    if let Some(outcome) = run.after_restore_crash.take() {
+        return (AttemptEnd::Ended(outcome, None), None);
+    }
+    let d = holder.take().expect("the destination exists");
+    let unbacked = Some(d.unbacked());
+    (AttemptEnd::Ended(d.finish(), unbacked), None)
 }
 
 /// Properties 1, 2 (run-time), 4 (EEXIST) and 7 on the outcome.

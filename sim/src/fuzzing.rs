@@ -83,7 +83,8 @@ pub fn scenario(data: &[u8]) -> bool {
         return false;
     }
     let sim = crate::run::run_built(&built);
-    assert_eq!(sim.trace_hash, crate::engine::fnv1a(&sim.trace), "the trace hash is the hash of the trace");
+    assert_eq!(sim.trace_hash, sim.rehash(&built), "the trace hash is the hash of the trace");
+    assert_eq!(sim.lines(&built).len(), sim.trace.len(), "every step renders as one line");
     assert_eq!(crate::run::run_built(&built).trace_hash, sim.trace_hash, "a scenario run twice gives the same trace");
     let _ = crate::run::check_expectations(&loaded, &sim);
     true

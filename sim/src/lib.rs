@@ -26,6 +26,8 @@ pub mod run;
 pub mod scenario;
 pub mod shrink;
 pub mod stream;
+pub mod trace;
+pub mod trace_setup;
 
 pub use build::{build, Built};
 pub use engine::{simulate, Sim};

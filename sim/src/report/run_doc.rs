@@ -323,7 +323,7 @@ impl RunDoc {
             verdict: VerdictDoc { verdict: sim.judgement.verdict.name().to_string(), safe: sim.judgement.verdict == vmemsim_model::migration::verdict::Verdict::Safe, reason: sim.judgement.reason.clone() },
             violations: sim.violations.iter().map(|v| ViolationDoc { property: v.property.name().to_string(), detail: v.detail.clone(), step: v.step }).collect(),
             trace_hash: format!("{:016x}", sim.trace_hash),
-            trace: trace.then(|| sim.trace.clone()),
+            trace: trace.then(|| sim.lines(b)),
             expectation: differences.map(|d| ExpectationDoc { met: d.is_empty(), differences: d }),
             exit_code,
         }
