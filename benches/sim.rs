@@ -90,7 +90,7 @@ fn campaigns(c: &mut Criterion) {
     g.throughput(Throughput::Elements(4000));
     for threads in [1usize, 2] {
         g.bench_with_input(BenchmarkId::new("threads", threads), &threads, |b, &threads| {
-            let o = Options { runs: Some(4000), seed: 1, threads, shard: Shard::WHOLE, variant: Variant::Faithful, qemu: vmemsim_model::QemuVersion::DEFAULT, time: None, stop_on_finding: false };
+            let o = Options { runs: Some(4000), seed: 1, threads, shard: Shard::WHOLE, variant: Variant::Faithful, qemu: vmemsim_model::QemuVersion::DEFAULT, time: None, stop_on_finding: false, guided: false, target: None };
             b.iter(|| campaign(&o, &|_, _| {}))
         });
     }

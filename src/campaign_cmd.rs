@@ -72,12 +72,63 @@ pub fn print_tables(d: &CampaignDoc) {
     counts_table("QEMU hazard", "runs", &d.hazards);
     out!("");
     counts_table("property", "violations", &d.properties);
+    out!("");
+    coverage_table(d);
     if !d.generator_errors.is_empty() {
         out!("");
         out!("generator errors (a bug in vmemsim): {}", d.generator_errors.len());
         for e in d.generator_errors.iter().take(5) {
             out!("  seed {}: {}", e.seed, e.error);
         }
+    }
+}
+
+/// The coverage points reached, by group, with the lowest seed of each; the points never
+/// reached; the sometimes assertions; a guided campaign's last weights.
+fn coverage_table(d: &CampaignDoc) {
+    let reached = d.coverage.iter().filter(|r| r.count > 0).count();
+    out!("coverage: {reached} of {} points reached", d.coverage.len());
+    out!("{:<52} {:>10}  {}", "point", "runs", "lowest seed");
+    let mut group = "";
+    let mut never: Vec<(&str, &str)> = Vec::new();
+    for r in &d.coverage {
+        let (g, name) = r.name.split_once(": ").unwrap_or(("", r.name.as_str()));
+        if r.count == 0 {
+            never.push((g, name));
+            continue;
+        }
+        if g != group {
+            out!("{g}");
+            group = g;
+        }
+        let first = r.examples.first().map(|e| e.seed.to_string()).unwrap_or_default();
+        out!("  {:<50} {:>10}  {first}", name, r.count);
+    }
+    if !never.is_empty() {
+        out!("never reached ({}):", never.len());
+        let mut at = 0;
+        while at < never.len() {
+            let g = never[at].0;
+            let names: Vec<&str> = never[at..].iter().take_while(|(h, _)| *h == g).map(|(_, n)| *n).collect();
+            at += names.len();
+            out!("  {g}: {}", names.join("; "));
+        }
+    }
+    out!("");
+    let faithful = d.options.variant == Variant::Faithful.name();
+    match d.sometimes.first() {
+        Some(_) if !faithful => out!("sometimes (bind the faithful model only; this variant removes rules on purpose):"),
+        Some(s) if d.runs < s.enforced_from => out!("sometimes (must be reached; enforced from {} runs, not in these {}):", s.enforced_from, d.runs),
+        _ => out!("sometimes (must be reached at least once):"),
+    }
+    for s in &d.sometimes {
+        let verdict = if s.count > 0 { "reached" } else if s.holds { "not yet" } else { "NEVER REACHED" };
+        out!("  {:<62} {:>8}  {verdict}: {}", s.point, s.count, s.why);
+    }
+    if !d.weights.is_empty() {
+        out!("");
+        let w: Vec<String> = d.weights.iter().map(|w| format!("{} {:.2}", w.fault, w.weight)).collect();
+        out!("guided: the last epoch's chance per fault kind: {}", w.join(", "));
     }
 }
 
@@ -192,7 +243,12 @@ pub fn run(args: Args) -> Result<ExitCode, String> {
             findings.push(FindingDoc { property: p.name().to_string(), seed, file: Some(f.path.display().to_string()), replay: f.replay_command(), parts_before: Some(before), parts_after: Some(after) });
         }
     }
-    let code = if bug { 2 } else { u8::from(!summary.findings.is_empty()) };
+    let unreached: Vec<String> = CampaignDoc::new(o, &summary, Vec::new(), 0).unreached().map(|s| s.point.clone()).collect();
+    if !unreached.is_empty() && !json && !args.show {
+        out!("");
+        out!("sometimes assertions fail: never reached {}", unreached.join("; "));
+    }
+    let code = if bug { 2 } else { u8::from(!summary.findings.is_empty() || !unreached.is_empty()) };
     if let Some(path) = &args.junit {
         std::fs::write(path, junit_of(o, &summary)).map_err(|e| format!("{}: cannot write the JUnit file: {e}", path.display()))?;
     }
@@ -216,6 +272,13 @@ fn junit_of(o: &Options, s: &Summary) -> String {
         if let Some(t) = s.by_property.get(&p) {
             let lines: Vec<String> = t.examples.iter().map(|&seed| seed_command(o, seed)).collect();
             case.failure = Some(Problem { message: format!("{} of {} runs violate {p}", t.count, s.runs), kind: "property".into(), text: lines.join("\n") });
+        }
+        cases.push(case);
+    }
+    for st in CampaignDoc::new(o, s, Vec::new(), 0).sometimes {
+        let mut case = Case::new("vmemsim.campaign.sometimes", &st.point, 0.0);
+        if !st.holds {
+            case.failure = Some(Problem { message: format!("never reached in {} runs: {}", s.runs, st.why), kind: "sometimes".into(), text: String::new() });
         }
         cases.push(case);
     }

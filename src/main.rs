@@ -202,8 +202,12 @@ enum Command {
         junit: Option<PathBuf>,
         /// Perturb this scenario (capacities, timings, fault kinds, postcopy start) and report
         /// where its verdict flips; --runs is the budget of variants (default 500).
-        #[arg(long, conflicts_with_all = ["shard", "time", "save_hazards", "stop_on_finding", "junit", "no_shrink", "threads", "variant", "qemu", "found_dir", "shrink_time"])]
+        #[arg(long, conflicts_with_all = ["shard", "time", "save_hazards", "stop_on_finding", "junit", "no_shrink", "threads", "variant", "qemu", "found_dir", "shrink_time", "guided"])]
         around: Option<PathBuf>,
+        /// Steer the swarm toward the coverage points the campaign rarely reaches (epochs of
+        /// 1,000 runs; the seeds it runs are plain seeds, each reproducible alone).
+        #[arg(long, conflicts_with_all = ["shard", "show"])]
+        guided: bool,
         /// With --around: the variant to print with --show.
         #[arg(long, requires = "around")]
         variant_index: Option<usize>,
@@ -353,10 +357,10 @@ fn main() -> ExitCode {
             let runs = usize::try_from(runs.unwrap_or(500)).unwrap_or(usize::MAX);
             around_cmd::run(around_cmd::Args { file, seed, runs, variant_index, show, format })
         }
-        Command::Campaign { runs, seed, threads, shard, variant, qemu, time, found_dir, shrink_time, no_shrink, save_hazards, stop_on_finding, show, junit, around: None, variant_index: _ } => {
+        Command::Campaign { runs, seed, threads, shard, variant, qemu, time, found_dir, shrink_time, no_shrink, save_hazards, stop_on_finding, show, junit, around: None, variant_index: _, guided } => {
             let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
             let runs = if runs.is_none() && time.is_none() { Some(10_000) } else { runs };
-            let options = Options { runs, seed, threads, shard, variant, qemu, time, stop_on_finding };
+            let options = Options { runs, seed, threads, shard, variant, qemu, time, stop_on_finding, guided, target: None };
             campaign_cmd::run(campaign_cmd::Args { options, found_dir, shrink_time, shrink: !no_shrink, save_hazards, show, junit, format })
         }
     };

@@ -59,7 +59,7 @@ fn run_without_an_expectation_exits_0_only_when_safe() {
 fn a_campaign_counts_verdicts_and_names_a_seed_for_each() {
     use vmemsim_model::migration::verdict::Verdict;
     use vmemsim_sim::campaign::{campaign, run_seed, Options, Shard};
-    let o = Options { runs: Some(3000), seed: 1, threads: 2, shard: Shard::WHOLE, variant: vmemsim_model::Variant::Faithful, qemu: vmemsim_model::QemuVersion::DEFAULT, time: None, stop_on_finding: false };
+    let o = Options { runs: Some(3000), seed: 1, threads: 2, shard: Shard::WHOLE, variant: vmemsim_model::Variant::Faithful, qemu: vmemsim_model::QemuVersion::DEFAULT, time: None, stop_on_finding: false, guided: false, target: None };
     let s = campaign(&o, &|_, _| {});
     assert_eq!(s.by_verdict.values().map(|t| t.count).sum::<u64>(), s.runs - s.generator_errors.len() as u64);
     assert_eq!(s.by_class.values().map(|t| t.count).sum::<u64>(), s.runs - s.generator_errors.len() as u64);

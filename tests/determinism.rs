@@ -6,7 +6,7 @@ use vmemsim_sim::gen::generate;
 use vmemsim_sim::{build, parse, simulate};
 
 fn options(runs: u64, threads: usize, shard: Shard, variant: Variant) -> Options {
-    Options { runs: Some(runs), seed: 1, threads, shard, variant, qemu: vmemsim_model::QemuVersion::DEFAULT, time: None, stop_on_finding: false }
+    Options { runs: Some(runs), seed: 1, threads, shard, variant, qemu: vmemsim_model::QemuVersion::DEFAULT, time: None, stop_on_finding: false, guided: false, target: None }
 }
 
 #[test]

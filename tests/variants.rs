@@ -14,7 +14,7 @@ use vmemsim_sim::{check_expectations, load, run, Property};
 const RUNS: u64 = 2000;
 
 fn campaign_of(variant: Variant) -> vmemsim_sim::campaign::Summary {
-    let o = Options { runs: Some(RUNS), seed: 1, threads: 2, shard: Shard::WHOLE, variant, qemu: vmemsim_model::QemuVersion::DEFAULT, time: None, stop_on_finding: false };
+    let o = Options { runs: Some(RUNS), seed: 1, threads: 2, shard: Shard::WHOLE, variant, qemu: vmemsim_model::QemuVersion::DEFAULT, time: None, stop_on_finding: false, guided: false, target: None };
     campaign(&o, &|_, _| {})
 }
 

@@ -79,6 +79,8 @@ fn campaigns_count_qemus_hazards_per_release() {
         qemu: qemu.parse().unwrap(),
         time: None,
         stop_on_finding: false,
+        guided: false,
+        target: None,
     };
     let old = campaign(&opts("10.0.2"), &|_, _| {});
     let new = campaign(&opts("10.2.2"), &|_, _| {});

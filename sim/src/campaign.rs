@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use vmemsim_model::migration::verdict::Verdict;
 use vmemsim_model::{QemuVersion, Variant};
 
-use crate::build::build;
+use crate::build::{build, Built};
+use crate::coverage::{self, Points};
+use crate::guide::{self, Weights};
 use crate::engine::{simulate, Sim};
 use crate::gen::{generate_on, swarm, FaultKind};
 use crate::hazards::{hazards, Hazard};
@@ -62,7 +64,15 @@ pub struct Options {
     /// Stop at the first finding: every seed before it still runs, so the first finding is the
     /// same whatever the thread count.
     pub stop_on_finding: bool,
+    /// Steer the swarm toward rarely reached points (`guide.rs`); one shard only.
+    pub guided: bool,
+    /// A state to search for: a run that reaches it counts as a finding. Tests plant rare bugs
+    /// with it; the command line has none.
+    pub target: Option<Target>,
 }
+
+/// A planted bug: true when a run reaches the state it looks for.
+pub type Target = fn(&Built, &Sim) -> bool;
 
 /// The result of one seed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -76,6 +86,10 @@ pub struct SeedResult {
     /// QEMU's own hazards the run shows.
     pub hazards: Vec<Hazard>,
     pub faults: Vec<FaultKind>,
+    /// The coverage points the run reached.
+    pub points: Points,
+    /// It reached [`Options::target`].
+    pub hit_target: bool,
 }
 
 /// How many seeds a row of a campaign's tables counts, and the lowest few of them.
@@ -116,6 +130,10 @@ pub struct Summary {
     pub by_verdict: BTreeMap<Verdict, Tally>,
     /// Runs per QEMU hazard.
     pub by_hazard: BTreeMap<Hazard, Tally>,
+    /// Runs per coverage point, by its number (`coverage::points`).
+    pub by_point: Vec<Tally>,
+    /// With `--guided`: the weights the last epoch ran with.
+    pub weights: Option<Weights>,
     pub generator_errors: Vec<(u64, String)>,
     /// Seeds with at least one violation, ascending.
     pub findings: Vec<u64>,
@@ -134,17 +152,31 @@ pub fn run_seed(seed: u64, variant: Variant) -> (SeedResult, Option<Sim>) {
 
 /// [`run_seed`] on a QEMU release.
 pub fn run_seed_on(seed: u64, variant: Variant, qemu: QemuVersion) -> (SeedResult, Option<Sim>) {
+    run_seed_for(seed, variant, qemu, None)
+}
+
+/// [`run_seed_on`], looking for `target`.
+fn run_seed_for(seed: u64, variant: Variant, qemu: QemuVersion, target: Option<Target>) -> (SeedResult, Option<Sim>) {
     let l = loaded(generate_on(seed, variant, qemu));
     let faults = swarm(seed);
     match build(&l) {
-        Err(e) => (SeedResult { seed, class: Err(e.to_string()), verdict: None, violations: vec![], hazards: vec![], faults }, None),
+        Err(e) => (SeedResult { seed, class: Err(e.to_string()), verdict: None, violations: vec![], hazards: vec![], faults, points: Points::default(), hit_target: false }, None),
         Ok(b) => {
             let sim = simulate(&b);
             let violations = sim.violations.iter().map(|v| v.property).collect();
             let verdict = Some(sim.judgement.verdict);
             let hazards = hazards(&sim);
-            (SeedResult { seed, class: Ok(sim.outcome.class().name().to_string()), verdict, violations, hazards, faults }, Some(sim))
+            let points = coverage::reached(&sim, &faults, &hazards);
+            let hit_target = target.is_some_and(|t| t(&b, &sim));
+            (SeedResult { seed, class: Ok(sim.outcome.class().name().to_string()), verdict, violations, hazards, faults, points, hit_target }, Some(sim))
         }
+    }
+}
+
+impl SeedResult {
+    /// A violation, or the planted target reached.
+    pub fn is_finding(&self) -> bool {
+        !self.violations.is_empty() || self.hit_target
     }
 }
 
@@ -155,6 +187,9 @@ pub fn seeds(opts: &Options, index: u64) -> u64 {
 
 /// Runs a campaign; `progress(done, findings)` is called from the workers now and then.
 pub fn campaign(opts: &Options, progress: &(dyn Fn(u64, u64) + Sync)) -> Summary {
+    if opts.guided {
+        return guided(opts, progress);
+    }
     let start = Instant::now();
     let total = opts.runs.map(|r| opts.shard.share(r));
     let next = AtomicU64::new(0);
@@ -173,8 +208,8 @@ pub fn campaign(opts: &Options, progress: &(dyn Fn(u64, u64) + Sync)) -> Summary
                     if total.is_some_and(|t| i >= t) || i > first_finding.load(Ordering::Relaxed) {
                         break;
                     }
-                    let (r, _) = run_seed_on(seeds(opts, i), opts.variant, opts.qemu);
-                    if !r.violations.is_empty() {
+                    let (r, _) = run_seed_for(seeds(opts, i), opts.variant, opts.qemu, opts.target);
+                    if r.is_finding() {
                         findings.fetch_add(1, Ordering::Relaxed);
                         if opts.stop_on_finding {
                             first_finding.fetch_min(i, Ordering::Relaxed);
@@ -197,8 +232,13 @@ pub fn campaign(opts: &Options, progress: &(dyn Fn(u64, u64) + Sync)) -> Summary
         let last = seeds(opts, cut);
         results.retain(|r| r.seed <= last);
     }
-    let mut s = Summary { runs: results.len() as u64, elapsed: start.elapsed(), ..Summary::default() };
-    for r in &results {
+    summarize(&results, start.elapsed())
+}
+
+/// A campaign's tables from its results in seed order.
+fn summarize(results: &[SeedResult], elapsed: Duration) -> Summary {
+    let mut s = Summary { runs: results.len() as u64, elapsed, by_point: vec![Tally::default(); coverage::COUNT], ..Summary::default() };
+    for r in results {
         match &r.class {
             Ok(c) => s.by_class.entry(c.clone()).or_default().add(r.seed),
             Err(e) => s.generator_errors.push((r.seed, e.clone())),
@@ -212,10 +252,84 @@ pub fn campaign(opts: &Options, progress: &(dyn Fn(u64, u64) + Sync)) -> Summary
         for h in &r.hazards {
             s.by_hazard.entry(*h).or_default().add(r.seed);
         }
-        if !r.violations.is_empty() {
+        for p in r.points.iter() {
+            s.by_point[p].add(r.seed);
+        }
+        if r.is_finding() {
             s.findings.push(r.seed);
         }
     }
+    s
+}
+
+/// `--guided`: epochs of [`guide::EPOCH`] runs, each over the candidates the weights accept,
+/// the weights steered between epochs. Every thread takes runs from the epoch's list, so the
+/// result does not depend on the thread count.
+fn guided(opts: &Options, progress: &(dyn Fn(u64, u64) + Sync)) -> Summary {
+    assert_eq!(opts.shard, Shard::WHOLE, "the command line refuses --guided with --shard");
+    let start = Instant::now();
+    let mut weights = Weights::default();
+    let mut counts = vec![0u64; coverage::COUNT];
+    let mut results: Vec<SeedResult> = Vec::new();
+    let mut candidate = opts.seed;
+    let findings = AtomicU64::new(0);
+    loop {
+        let done = results.len() as u64;
+        let n = opts.runs.map_or(guide::EPOCH, |r| r.saturating_sub(done).min(guide::EPOCH));
+        if n == 0 || opts.time.is_some_and(|t| start.elapsed() >= t) {
+            break;
+        }
+        let mut batch = Vec::with_capacity(n as usize);
+        while (batch.len() as u64) < n {
+            if guide::accepts(candidate, &weights) {
+                batch.push(candidate);
+            }
+            candidate = candidate.wrapping_add(1);
+        }
+        let next = AtomicU64::new(0);
+        let ran = Mutex::new(Vec::with_capacity(batch.len()));
+        std::thread::scope(|scope| {
+            for _ in 0..opts.threads.max(1) {
+                scope.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                        let Some(&seed) = batch.get(i) else { break };
+                        let (r, _) = run_seed_for(seed, opts.variant, opts.qemu, opts.target);
+                        if r.is_finding() {
+                            findings.fetch_add(1, Ordering::Relaxed);
+                        }
+                        mine.push((i, r));
+                        if mine.len() % 64 == 0 {
+                            progress(done + next.load(Ordering::Relaxed).min(n), findings.load(Ordering::Relaxed));
+                        }
+                    }
+                    ran.lock().expect("no worker panics while holding the lock").extend(mine);
+                });
+            }
+        });
+        let mut ran = ran.into_inner().expect("workers finished");
+        ran.sort_by_key(|(i, _)| *i);
+        let mut epoch: Vec<SeedResult> = ran.into_iter().map(|(_, r)| r).collect();
+        if opts.stop_on_finding {
+            if let Some(first) = epoch.iter().position(SeedResult::is_finding) {
+                epoch.truncate(first + 1);
+                results.extend(epoch);
+                break;
+            }
+        }
+        for r in &epoch {
+            for p in r.points.iter() {
+                counts[p] += 1;
+            }
+        }
+        let seen: Vec<guide::Seen> = epoch.iter().map(|r| guide::Seen { faults: &r.faults, points: &r.points }).collect();
+        let steered = guide::steer(&counts, &seen);
+        results.extend(epoch);
+        weights = steered;
+    }
+    let mut s = summarize(&results, start.elapsed());
+    s.weights = Some(weights);
     s
 }
 

@@ -25,6 +25,8 @@ pub enum Actor {
     Machine = 12,
     /// `campaign --around`: which pairs of changes it tries.
     Around = 13,
+    /// `campaign --guided`: which candidate seeds it runs.
+    Guide = 14,
 }
 
 /// One actor's stream.

@@ -24,6 +24,13 @@ pub struct CampaignDoc {
     pub verdicts: Vec<RowDoc>,
     pub hazards: Vec<RowDoc>,
     pub properties: Vec<RowDoc>,
+    /// Every coverage point (`group: name`), in `coverage::points` order, zero rows included.
+    pub coverage: Vec<RowDoc>,
+    /// The states every campaign must reach (`coverage::SOMETIMES`).
+    pub sometimes: Vec<SometimesDoc>,
+    /// With `--guided`: each fault kind's chance in the last epoch.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub weights: Vec<WeightDoc>,
     /// How many seeds violate at least one property.
     pub seeds_with_findings: u64,
     pub findings: Vec<FindingDoc>,
@@ -54,6 +61,41 @@ pub struct OptionsDoc {
     pub threads: usize,
     pub time_s: Option<f64>,
     pub stop_on_finding: bool,
+    #[serde(default)]
+    pub guided: bool,
+}
+
+/// A sometimes assertion: a state the campaign must reach at least once.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SometimesDoc {
+    /// The coverage point's name.
+    pub point: String,
+    pub why: String,
+    pub count: u64,
+    /// False only when a campaign of the faithful model ran at least `enforced_from` runs and
+    /// never reached it.
+    pub holds: bool,
+    pub enforced_from: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WeightDoc {
+    pub fault: String,
+    pub weight: f64,
+}
+
+
+/// The sometimes assertions over a campaign's coverage rows (a run's or merged shards'); they
+/// bind a faithful campaign of at least `SOMETIMES_FROM` runs.
+pub fn sometimes(coverage: &[RowDoc], runs: u64, faithful: bool) -> Vec<SometimesDoc> {
+    use crate::coverage::{points, sometimes_points, SOMETIMES_FROM};
+    sometimes_points()
+        .into_iter()
+        .map(|(p, name, why)| {
+            let count = coverage.iter().find(|r| r.name == points()[p].key()).map_or(0, |r| r.count);
+            SometimesDoc { point: name.to_string(), why: why.to_string(), count, holds: count > 0 || runs < SOMETIMES_FROM || !faithful, enforced_from: SOMETIMES_FROM }
+        })
+        .collect()
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -121,6 +163,7 @@ impl CampaignDoc {
                 threads: o.threads,
                 time_s: o.time.map(|t| t.as_secs_f64()),
                 stop_on_finding: o.stop_on_finding,
+                guided: o.guided,
             },
             runs: s.runs,
             elapsed_s: secs,
@@ -129,11 +172,46 @@ impl CampaignDoc {
             verdicts: Verdict::ALL.iter().map(|v| row(o, v.name(), s.by_verdict.get(v))).collect(),
             hazards: Hazard::ALL.iter().map(|h| row(o, h.name(), s.by_hazard.get(h))).collect(),
             properties: Property::ALL.iter().map(|p| row(o, p.name(), s.by_property.get(p))).collect(),
+            coverage: crate::coverage::points().iter().enumerate().map(|(i, p)| row(o, &p.key(), s.by_point.get(i))).collect(),
+            sometimes: Vec::new(),
+            weights: s.weights.map(|w| crate::gen::FaultKind::ALL.iter().zip(w.0).map(|(k, weight)| WeightDoc { fault: k.name().to_string(), weight }).collect()).unwrap_or_default(),
             seeds_with_findings: s.findings.len() as u64,
             findings,
             generator_errors: s.generator_errors.iter().map(|(seed, e)| GeneratorErrorDoc { seed: *seed, error: e.clone() }).collect(),
             shown: Vec::new(),
             exit_code,
         }
+        .with_sometimes()
+    }
+
+    /// Fills [`CampaignDoc::sometimes`] from its coverage rows.
+    pub fn with_sometimes(mut self) -> CampaignDoc {
+        self.sometimes = sometimes(&self.coverage, self.runs, self.options.variant == vmemsim_model::Variant::Faithful.name());
+        self
+    }
+
+    /// The sometimes assertions that fail.
+    pub fn unreached(&self) -> impl Iterator<Item = &SometimesDoc> {
+        self.sometimes.iter().filter(|s| !s.holds)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::coverage::{points, sometimes_points, SOMETIMES_FROM};
+
+    fn rows(zero: usize) -> Vec<RowDoc> {
+        points().iter().enumerate().map(|(i, p)| RowDoc { name: p.key(), count: u64::from(i != zero), examples: Vec::new() }).collect()
+    }
+
+    #[test]
+    fn an_unreached_sometimes_fails_a_long_faithful_campaign_only() {
+        let (p, name, _) = sometimes_points()[0];
+        let failing = |runs, faithful| sometimes(&rows(p), runs, faithful).into_iter().filter(|s| !s.holds).map(|s| s.point).collect::<Vec<_>>();
+        assert_eq!(failing(SOMETIMES_FROM, true), vec![name.to_string()]);
+        assert!(failing(SOMETIMES_FROM - 1, true).is_empty(), "too few runs to hold a campaign to it");
+        assert!(failing(SOMETIMES_FROM, false).is_empty(), "a variant removes rules on purpose");
+        assert!(sometimes(&rows(usize::MAX), SOMETIMES_FROM, true).iter().all(|s| s.holds && s.count == 1));
     }
 }

@@ -40,6 +40,9 @@ fn check(docs: &[(PathBuf, CampaignDoc)]) -> Result<(), SimError> {
                 return Err(bad(path, "runs", format!("shard {i}/{n} ran {} of its {share} runs (--time stopped it?): merge shards that ran all their runs", d.runs)));
             }
         }
+        if d.options.guided {
+            return Err(bad(path, "options.guided", "a guided campaign steers by what its whole run reached; it does not run as shards"));
+        }
         if d.options.stop_on_finding {
             return Err(bad(path, "options.stop_on_finding", "a shard that stops at its first finding skips seeds one run would have run: merge campaigns without --stop-on-finding"));
         }
@@ -108,8 +111,7 @@ pub fn merge(docs: &[(PathBuf, CampaignDoc)]) -> Result<CampaignDoc, SimError> {
     let mut generator_errors: Vec<_> = docs.iter().flat_map(|(_, d)| d.generator_errors.iter().cloned()).collect();
     generator_errors.sort_by_key(|e| e.seed);
     let seeds_with_findings = docs.iter().try_fold(0u64, |a, (_, d)| a.checked_add(d.seeds_with_findings)).ok_or_else(|| bad(path, "seeds_with_findings", "overflow"))?;
-    let exit_code = if !generator_errors.is_empty() { 2 } else { u8::from(seeds_with_findings > 0) };
-    Ok(CampaignDoc {
+    let mut merged = CampaignDoc {
         schema: SCHEMA.to_string(),
         command: "campaign".to_string(),
         options: OptionsDoc { shard: ShardDoc { index: 0, count: 1 }, threads: docs.iter().map(|(_, d)| d.options.threads).sum(), ..first.options.clone() },
@@ -120,10 +122,17 @@ pub fn merge(docs: &[(PathBuf, CampaignDoc)]) -> Result<CampaignDoc, SimError> {
         verdicts: rows(table(|d| &d.verdicts), path, "verdicts")?,
         hazards: rows(table(|d| &d.hazards), path, "hazards")?,
         properties: rows(table(|d| &d.properties), path, "properties")?,
+        coverage: rows(table(|d| &d.coverage), path, "coverage")?,
+        sometimes: Vec::new(),
+        weights: Vec::new(),
         seeds_with_findings,
         findings,
         generator_errors,
         shown: Vec::new(),
-        exit_code,
-    })
+        exit_code: 0,
+    }
+    .with_sometimes();
+    let unreached = merged.unreached().next().is_some();
+    merged.exit_code = if !merged.generator_errors.is_empty() { 2 } else { u8::from(seeds_with_findings > 0 || unreached) };
+    Ok(merged)
 }
