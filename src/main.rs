@@ -267,6 +267,18 @@ enum Command {
         #[arg(long)]
         files: bool,
     },
+    /// A real run's competitor (internal): takes memory on the destination's mount and holds it.
+    #[command(name = "__competitor", hide = true)]
+    Competitor {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        page: u64,
+        #[arg(long)]
+        bytes: u64,
+        #[arg(long)]
+        name: String,
+    },
     /// The guardian of a real run (internal): repairs the huge page pool if its parent dies.
     #[command(name = "__guard", hide = true)]
     Guard { pid: u32, start: u64 },
@@ -302,6 +314,7 @@ fn command_name(c: &Command) -> &'static str {
         Command::Import { .. } => "import",
         Command::RealDestination { .. } => "__real-destination",
         Command::Guard { .. } => "__guard",
+        Command::Competitor { .. } => "__competitor",
         Command::Cleanup => "cleanup",
         Command::Merge { .. } => "merge",
         Command::Prealloc(_) => "prealloc",
@@ -344,6 +357,9 @@ fn main() -> ExitCode {
                     ExitCode::from(2)
                 }
             };
+        }
+        Command::Competitor { dir, page, bytes, name } => {
+            return ExitCode::from(vmemsim_sim::real::competitor::competitor_main(&dir, page, bytes, &name) as u8);
         }
         Command::Guard { pid, start } => {
             return ExitCode::from(vmemsim_sim::real::guardian::guardian_main(vmemsim_sim::real::ledger::Owner { pid, start }) as u8);

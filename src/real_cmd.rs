@@ -4,7 +4,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use vmemsim_sim::real::{cleanup::cleanup as repair, compare, fits, interrupt, model_outcome, run_real};
+use vmemsim_sim::real::{cleanup::cleanup as repair, compare, fits, interrupt, run_real, simulated_outcome};
 use vmemsim_sim::SimError;
 use vmemsim_sim::report::run_doc::RealRunDoc;
 use vmemsim_sim::report::SCHEMA;
@@ -21,7 +21,7 @@ pub fn run(file: &Path, format: Format) -> Result<ExitCode, String> {
         out!("real memory: {needs}");
     }
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
-    let model = model_outcome(&b);
+    let model = simulated_outcome(&b);
     interrupt::install().map_err(|e| format!("cannot handle signals: {e}"))?;
     let real = match run_real(&exe, &l.text, &b, Duration::from_secs(120)) {
         Ok(r) => r,
@@ -31,7 +31,8 @@ pub fn run(file: &Path, format: Format) -> Result<ExitCode, String> {
         }
         Err(e) => return Err(e.to_string()),
     };
-    let diffs = compare(&model, &real.outcome);
+    let mut diffs = compare(&model, &real.outcome);
+    diffs.extend(real.divergences.iter().map(|d| format!("diverged at {d}")));
     if format.json() {
         let doc = RealRunDoc::new(&l, needs.to_string(), &model, &real.outcome, real.elapsed.as_secs_f64(), diffs);
         print_doc(&doc);

@@ -63,3 +63,23 @@ fn generated_scenarios_survive_a_round_trip_through_toml() {
         assert_eq!(direct.trace_hash, again.trace_hash, "seed {seed}:\n{text}");
     }
 }
+
+/// Replaying a run's trace on the simulator's own memory gives the run's outcome, with nothing
+/// diverging: the replay the real-memory child does follows the engine step for step.
+#[test]
+fn a_trace_replayed_on_model_memory_is_the_run() {
+    use vmemsim_sim::trace_replay::{replay, ModelHost};
+    let mut checked = 0;
+    let mut with_events = 0;
+    for seed in 1..=3000u64 {
+        let l = vmemsim_sim::campaign::loaded(vmemsim_sim::gen::generate(seed, Variant::Faithful));
+        let Ok(b) = vmemsim_sim::build(&l) else { continue };
+        let sim = vmemsim_sim::run_built(&b);
+        let r = replay(&b, &sim, &mut ModelHost(&b));
+        assert!(r.divergences.is_empty(), "seed {seed}: {:?}", r.divergences);
+        assert_eq!(r.outcome, sim.outcome, "seed {seed}");
+        checked += 1;
+        with_events += usize::from(!b.actions.is_empty() || !b.resizes.is_empty() || !b.drains.is_empty() || b.cancel_at.is_some());
+    }
+    assert!(checked > 2900 && with_events > 1000, "{checked} seeds, {with_events} with events");
+}

@@ -94,15 +94,18 @@ fn real_run(file: &str) -> Command {
     c
 }
 
-/// A small xorshift: the delays are the same on every run.
-fn delays(n: usize) -> Vec<Duration> {
+/// Where in each run the signal comes: a fraction of the run's own uninterrupted time, from 5 %
+/// to 95 %, drawn by a small xorshift (the same fractions on every machine: the delays follow
+/// the machine's speed, so most runs are interrupted on a fast host as on a slow one).
+fn delays(n: usize, full: &[Duration]) -> Vec<Duration> {
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
     (0..n)
-        .map(|_| {
+        .map(|i| {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            Duration::from_millis(5 + x % 400)
+            let percent = 5 + (x % 91) as u32;
+            full[i % full.len()] * percent / 100
         })
         .collect()
 }
@@ -117,7 +120,18 @@ fn interrupted_and_concurrent_real_runs_leave_the_host_as_found() {
     let before = host_state();
     let runs = count("VMEMSIM_INTERRUPTED_RUNS", 15);
     let (mut interrupted, mut finished) = (0, 0);
-    for (i, delay) in delays(runs).into_iter().enumerate() {
+    // Each scenario's uninterrupted time here, first.
+    let full: Vec<Duration> = SCENARIOS
+        .iter()
+        .map(|file| {
+            let start = Instant::now();
+            let s = real_run(file).status().unwrap();
+            assert!(s.success(), "{file}: {s}");
+            start.elapsed()
+        })
+        .collect();
+    settles_to(&before, "the uninterrupted runs");
+    for (i, delay) in delays(runs, &full).into_iter().enumerate() {
         let file = SCENARIOS[i % SCENARIOS.len()];
         let signal = [Signal::KILL, Signal::TERM, Signal::INT][i % 3];
         let mut child = real_run(file).spawn().unwrap();

@@ -101,6 +101,12 @@ pub trait HostMemory {
     /// a page is present, ENOMEM when no page can be allocated.
     fn place(&mut self, block: RamBlockId, offset: Bytes, len: Bytes, zero: bool) -> Result<(), HostError>;
 
+    /// The end of an incoming postcopy, when the stream's EOF arrives
+    /// (`postcopy_ram_incoming_cleanup` from `postcopy_ram_listen_thread`): RAM leaves
+    /// userfaultfd (UFFDIO_UNREGISTER), so a later fault populates as it does without postcopy.
+    /// The model's memory has no userfaultfd: nothing to do.
+    fn end_postcopy(&mut self) {}
+
     /// The guest writes a range after switchover. Beyond capacity: SIGBUS at run time.
     fn touch(&mut self, block: RamBlockId, offset: Bytes, len: Bytes) -> Result<(), Sigbus>;
 

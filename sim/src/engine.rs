@@ -329,7 +329,7 @@ pub fn simulate(b: &Built) -> Sim {
 /// A guest with `init_on_free=1` writes the blocks it just plugged: with prealloc off nothing
 /// backed them at PLUG time (`virtio_mem_set_block_state` only populates with prealloc), so a
 /// backend with no room left kills QEMU by SIGBUS.
-fn write_plugged(vm: &mut Vm, dev: usize, addr: vmemsim_model::Gpa, nb_blocks: u16) -> Option<Outcome> {
+pub(crate) fn write_plugged<H: HostMemory>(vm: &mut Vm<H>, dev: usize, addr: vmemsim_model::Gpa, nb_blocks: u16) -> Option<Outcome> {
     let d = &vm.devices[dev];
     let offset = Bytes(addr.0.checked_sub(d.addr().0).expect("an ACKed plug lies in the region"));
     let len = Bytes(d.block_size().0.checked_mul(u64::from(nb_blocks)).expect("an ACKed plug fits the region"));

@@ -29,6 +29,7 @@ pub mod scenario;
 pub mod shrink;
 pub mod stream;
 pub mod trace;
+pub mod trace_replay;
 pub mod trace_setup;
 
 pub use build::{build, Built};

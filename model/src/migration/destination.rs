@@ -187,6 +187,9 @@ impl<H: HostMemory> Destination<H> {
             Item::Run => self.run(),
             Item::Eof => {
                 self.eof = true;
+                if self.postcopy >= PostcopyState::Listening {
+                    self.vm.host.end_postcopy();
+                }
                 if self.postcopy >= PostcopyState::Advise {
                     self.postcopy = PostcopyState::End;
                 }

@@ -7,14 +7,14 @@ use std::path::Path;
 
 use vmemsim_model::backend::DiscardMethod;
 use vmemsim_model::migration::destination::{Destination, PostcopyState};
-use vmemsim_model::migration::drive::{feed, Step};
 use vmemsim_model::migration::item::Item;
 use vmemsim_model::migration::outcome::{Outcome, Stage};
-use vmemsim_model::migration::source;
-use vmemsim_model::{Variant, Vm};
+use vmemsim_model::{Bytes, Variant, Vm};
 
 use super::isolation::{private_mounts, MountSpec};
+use super::competitor::{spawn, Competitor};
 use super::memory::{Places, RealMemory};
+use crate::trace_replay::{replay, Host};
 use crate::build::build;
 use crate::load::parse;
 
@@ -159,34 +159,87 @@ pub fn destination_main(setup: Setup) -> i32 {
         }
     };
     install_sigbus_reporter();
-    let discard = (built.destination.variant == Variant::DontneedOnShared).then_some(DiscardMethod::Dontneed);
-    let block_sizes = built.destination.devices.iter().map(|d| (d.ram_block_name(), d.block_size.map_or(2 << 20, |b| b.0))).collect();
-    let host = RealMemory::new(places, discard).with_strategy(built.prealloc_strategy, block_sizes);
-    let vm = match Vm::realize_with(&built.destination, host) {
-        Ok(vm) => vm,
+    // The simulated run gives the order of everything the destination sees: the stream's
+    // items, the guest's requests and the manager's resizes on the destination, the
+    // competitor's strikes, a cancel and its retry. They happen here, on real memory.
+    let sim = crate::engine::simulate(&built);
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
         Err(e) => {
-            report(&Outcome::Failed { stage: Stage::Startup, lines: vec![e.to_string()] });
-            return 0;
+            emit(&format!("error cannot find this program for the competitor: {e}"));
+            return 2;
         }
     };
-    for (b, (base, len)) in vm.blocks.iter().zip(vm.host.layout()) {
-        emit(&format!("block {base:x} {len:x} {}", b.name));
+    let mut host = RealHost { built: &built, places, exe, competitors: Vec::new(), attempts: 0 };
+    let replayed = replay(&built, &sim, &mut host);
+    for d in &replayed.divergences {
+        emit(&format!("diverged {d}"));
     }
-    for l in &vm.lines {
-        emit(&format!("line {l}"));
-    }
-    let items = source::stream(&built.source, &built.plan);
-    let outcome = feed(Destination::new(vm), &items, &built.plan, |step, dest| match step {
-        Step::Item(item) => emit(&format!("step {}", stage_of(item, dest))),
-        Step::Guest => {
-            for l in dest.lines() {
-                emit(&format!("line {l}"));
-            }
-            emit(&format!("step {}", Stage::GuestRuntime));
-        }
-    });
-    report(&outcome);
+    report(&replayed.outcome);
+    drop(host);
     0
+}
+
+/// The replay's host: destinations on real memory, competitors as real processes.
+struct RealHost<'a> {
+    built: &'a crate::build::Built,
+    places: Places,
+    exe: std::path::PathBuf,
+    /// Each holds what it took until the run ends.
+    competitors: Vec<Competitor>,
+    attempts: usize,
+}
+
+impl Host<RealMemory> for RealHost<'_> {
+    fn destination(&mut self) -> Result<Destination<RealMemory>, Outcome> {
+        let b = self.built;
+        if self.attempts > 0 {
+            // The retry's destination maps the same RAM blocks anew: its addresses replace the
+            // first one's.
+            emit("retry");
+        }
+        self.attempts += 1;
+        let discard = (b.destination.variant == Variant::DontneedOnShared).then_some(DiscardMethod::Dontneed);
+        let block_sizes = b.destination.devices.iter().map(|d| (d.ram_block_name(), d.block_size.map_or(2 << 20, |b| b.0))).collect();
+        let host = RealMemory::new(self.places.clone(), discard).with_strategy(b.prealloc_strategy, block_sizes);
+        let vm = Vm::realize_with(&b.destination, host).map_err(|e| Outcome::Failed { stage: Stage::Startup, lines: vec![e.to_string()] })?;
+        for (blk, (base, len)) in vm.blocks.iter().zip(vm.host.layout()) {
+            emit(&format!("block {base:x} {len:x} {}", blk.name));
+        }
+        for l in &vm.lines {
+            emit(&format!("line {l}"));
+        }
+        Ok(Destination::new(vm))
+    }
+
+    fn compete(&mut self, _dest: &mut Destination<RealMemory>, limit: u16, bytes: Bytes) -> Result<Bytes, String> {
+        let memory = &self.built.destination.memory;
+        // The older form's one backend has its mount under no limit id.
+        let key = if memory.single_backend().is_some() { None } else { Some(vmemsim_model::LimitId(usize::from(limit))) };
+        let Some((_, dir)) = self.places.mounts.iter().find(|(l, _)| *l == key) else {
+            // An unlimited backend: nothing to take from, as in the model (its pool has no end).
+            return Ok(bytes);
+        };
+        let page = super::parent::limit_page(self.built, key);
+        let (c, took) = spawn(&self.exe, dir, page, bytes, self.competitors.len())?;
+        self.competitors.push(c);
+        Ok(took)
+    }
+
+    fn cancelled(&mut self) {
+        self.competitors.clear();
+    }
+
+    fn before_item(&mut self, item: &Item, dest: &Destination<RealMemory>) {
+        emit(&format!("step {}", stage_of(item, dest)));
+    }
+
+    fn before_guest(&mut self, dest: &Destination<RealMemory>) {
+        for l in dest.lines() {
+            emit(&format!("line {l}"));
+        }
+        emit(&format!("step {}", Stage::GuestRuntime));
+    }
 }
 
 #[cfg(test)]

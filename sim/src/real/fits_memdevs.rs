@@ -38,7 +38,9 @@ fn uses(b: &Built) -> Vec<(&Memdev, u64)> {
         let src = &b.source.devices[i];
         let touched: u64 = b.plan.touches.iter().filter(|t| t.device == i).map(|t| t.len.0).sum();
         let reserved = m.reserve && m.kind.is_hugetlb();
-        let worst = if b.destination.variant == Variant::PreallocWholeRegion || reserved { d.region_size.0 } else { src.size().0.saturating_add(touched).min(d.region_size.0) };
+        let whole = b.destination.variant == Variant::PreallocWholeRegion || reserved;
+        let grown = super::parent::plug_growth(b, i);
+        let worst = if whole { d.region_size.0 } else { src.size().0.saturating_add(touched).saturating_add(grown).min(d.region_size.0) };
         out.push((m, worst));
     }
     if let Some(m) = mem.main.as_deref().and_then(|id| mem.memdev(id)) {
@@ -109,7 +111,7 @@ pub fn fits_memdevs(b: &Built, budget: u64) -> Result<Needs, String> {
         }
     }
     if populate > budget {
-        return Err(format!("it would populate {} of real memory, more than the {} budget", Bytes(populate), Bytes(budget)));
+        return Err(super::parent::over_budget(populate, budget));
     }
     // Per page size: what each hugetlb memdev can take, in its own pages.
     // Memdevs on a used-up mount take nothing; its filler takes one page, once per mount.
@@ -118,7 +120,10 @@ pub fn fits_memdevs(b: &Built, budget: u64) -> Result<Needs, String> {
     // Memdevs drawing on a zero pool get no page from the kernel, as the model says.
     let on_zero_pool = |m: &Memdev| mem.draws(m).iter().flatten().any(|l| zero_pools.iter().any(|(z, _)| z == l));
     for (m, w) in uses.iter().filter(|(m, _)| m.kind.is_hugetlb() && !m.mount.is_some_and(used_up) && !on_zero_pool(m)) {
-        let bytes = m.mount.and_then(|l| quota_of[l.0]).map_or(*w, |q| q.min(*w));
+        // The competitor takes from the first device's memdev's mount too.
+        let first = b.destination.devices.first().is_some_and(|d| d.memdev == m.id);
+        let w = if first { w.saturating_add(super::parent::drained(b)) } else { *w };
+        let bytes = m.mount.and_then(|l| quota_of[l.0]).map_or(w, |q| q.min(w));
         pages.push((m.page_size, bytes.div_ceil(m.page_size.0)));
     }
     for (_, s) in needs.mounts.iter().filter(|(_, s)| s.used_up) {

@@ -211,6 +211,14 @@ impl HostMemory for RealMemory {
         Ok(())
     }
 
+    fn end_postcopy(&mut self) {
+        let Some(uffd) = self.uffd.as_ref() else { return };
+        for b in self.blocks.iter_mut().filter(|b| b.registered) {
+            uffd.unregister(b.map.base(), b.map.len()).unwrap_or_else(|e| panic!("UFFDIO_UNREGISTER: {e}"));
+            b.registered = false;
+        }
+    }
+
     fn touch(&mut self, block: RamBlockId, offset: Bytes, len: Bytes) -> Result<(), Sigbus> {
         self.touch_pages(block, offset, len, true);
         Ok(())

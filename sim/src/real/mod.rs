@@ -7,6 +7,7 @@ pub mod advisor;
 pub mod advisor_kinds;
 pub mod advisor_report;
 pub mod child;
+pub mod competitor;
 pub mod guardian;
 pub mod cleanup;
 pub mod interrupt;
@@ -22,4 +23,4 @@ pub mod prealloc;
 pub mod uffd;
 
 pub use memory::{Places, RealMemory};
-pub use parent::{compare, fits, fits_within, model_outcome, run_real, strip_simulated, Needs, RealRun};
+pub use parent::{compare, fits, fits_within, model_outcome, run_real, simulated_outcome, Needs, RealRun};

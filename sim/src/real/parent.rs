@@ -76,6 +76,17 @@ impl Needs {
     }
 }
 
+/// Why a run that would populate `populate` bytes does not run: the budget, and this host's
+/// memory (`MemTotal` of /proc/meminfo) it keeps the run within.
+pub fn over_budget(populate: u64, budget: u64) -> String {
+    let total = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+        let line = m.lines().find(|l| l.starts_with("MemTotal:"))?.to_string();
+        line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kib| kib * 1024)
+    });
+    let host = total.map_or(String::new(), |t| format!(" (this host has {} of memory in all)", Bytes(t - t % (1 << 20))));
+    format!("it would populate {} of real memory, more than the {} a real run may take{host}", Bytes(populate), Bytes(budget))
+}
+
 /// Whether huge pages of `page` bytes run for real here: 2 MiB and 1 GiB, when the kernel has
 /// the pool (`/sys/kernel/mm/hugepages/hugepages-<kB>kB`).
 pub fn huge_page_runs(page: Bytes) -> Result<(), String> {
@@ -100,20 +111,65 @@ pub fn fits(b: &Built) -> Result<Needs, String> {
     fits_within(b, REAL_BUDGET)
 }
 
-/// Drops what only the simulator can do (guest requests, resizes, competitors, cancellation),
-/// so a generated scenario can run on real memory.
-pub fn strip_simulated(s: &mut crate::scenario::Scenario) {
-    s.guest.action.clear();
-    s.manager.resize.clear();
-    s.faults.drain.clear();
-    s.faults.cancel_at_us = None;
+/// The most the guest's PLUG requests can add to device `dev` (every one ACKed): what a real
+/// run must allow beyond what the source plugged.
+pub fn plug_growth(b: &Built, dev: usize) -> u64 {
+    let block = b.destination.devices.get(dev).and_then(|d| d.block_size).map_or_else(|| b.source.devices[dev].block_size().0, |s| s.0);
+    b.actions
+        .iter()
+        .filter(|(_, d, _)| *d == dev)
+        .filter_map(|(_, _, r)| match r {
+            vmemsim_model::Request::Plug { nb_blocks, .. } => Some(u64::from(*nb_blocks).saturating_mul(block)),
+            _ => None,
+        })
+        .fold(0, u64::saturating_add)
+}
+
+/// What the competitor takes over the run, at most.
+pub fn drained(b: &Built) -> u64 {
+    b.drains.iter().map(|(_, bytes)| bytes.0).fold(0, u64::saturating_add)
+}
+
+/// The page size of the mount a real run makes for a limit (`None`: the older form's one
+/// backend): what a competitor allocates at a time there.
+pub fn limit_page(b: &Built, key: Option<LimitId>) -> Bytes {
+    let memory = &b.destination.memory;
+    match key {
+        None => memory.single_backend().filter(|be| be.kind.is_hugetlb()).map_or(Bytes(4096), |be| be.page_size),
+        Some(l) => match memory.limits.get(l.0).map(|l| &l.kind) {
+            Some(vmemsim_model::LimitKind::Mount { fs: vmemsim_model::MountFs::Hugetlbfs(p), .. }) => *p,
+            _ => Bytes(4096),
+        },
+    }
 }
 
 /// Like [`fits`], with a smaller budget of real memory to populate.
 pub fn fits_within(b: &Built, budget: u64) -> Result<Needs, String> {
-    if !b.actions.is_empty() || !b.resizes.is_empty() || !b.drains.is_empty() || b.cancel_at.is_some() {
-        return Err("guest requests, resizes, competitors and cancellation are simulated only".into());
+    let needs = fits_memory(b, budget)?;
+    // The competitor takes from the first limit of the first device's memdev (as the engine's
+    // `drain`): on real memory, a mount of the run's own.
+    if !b.drains.is_empty() {
+        let memory = &b.destination.memory;
+        let target = b.destination.devices.first().and_then(|d| memory.first_limit_of(&d.memdev));
+        if let Some(t) = target {
+            let limit = &memory.limits[t.0];
+            let key = if memory.single_backend().is_some() { None } else { Some(t) };
+            let mounted = needs.mounts.iter().any(|(l, _)| *l == key);
+            if !mounted && limit.capacity.limit().is_some() {
+                return Err(format!(
+                    "the competitor takes from {}, which a real run cannot hand it alone: the host's free huge pages and cgroups are shared with other processes; put the limit on a mount (a size= quota)",
+                    match limit.kind {
+                        vmemsim_model::LimitKind::OneBackend => "the destination's pool".to_string(),
+                        ref k => k.describe(),
+                    }
+                ));
+            }
+        }
     }
+    Ok(needs)
+}
+
+fn fits_memory(b: &Built, budget: u64) -> Result<Needs, String> {
     let Some(backend) = b.destination.memory.single_backend() else {
         return super::fits_memdevs::fits_memdevs(b, budget);
     };
@@ -127,10 +183,11 @@ pub fn fits_within(b: &Built, budget: u64) -> Result<Needs, String> {
     // The most the destination could populate: what is plugged and touched, or the whole
     // regions for a variant that preallocates them.
     let regions: u64 = b.source.devices.iter().map(|d| d.region_size().0).sum();
-    let worst = if b.destination.variant == vmemsim_model::Variant::PreallocWholeRegion { regions } else { plugged.saturating_add(touched) };
+    let grown: u64 = (0..b.source.devices.len()).map(|d| plug_growth(b, d)).fold(0, u64::saturating_add);
+    let worst = if b.destination.variant == vmemsim_model::Variant::PreallocWholeRegion { regions } else { plugged.saturating_add(touched).saturating_add(grown).min(regions) };
     let populate = cap.unwrap_or(u64::MAX).min(worst);
     if populate > budget {
-        return Err(format!("it would populate {} of real memory, more than the {} budget", Bytes(populate), Bytes(budget)));
+        return Err(super::parent::over_budget(populate, budget));
     }
     // A pool of 0 without a mount is real only when the host's pool has no free page already.
     let free = if backend.kind == BackendKind::MemfdHugetlb && cap == Some(0) { super::pool::PoolDir::for_page_size(huge).available() } else { 0 };
@@ -164,7 +221,8 @@ pub fn fits_within(b: &Built, budget: u64) -> Result<Needs, String> {
         BackendKind::MemfdHugetlb | BackendKind::Hugetlbfs => {
             needs.mounts.push(mount("hugetlbfs", quota.and_then(|q| q.div_ceil(huge).checked_mul(huge)), Some(huge)));
             // The filler of a used-up mount takes its one page from the pool.
-            let pages = if used_up { 1 } else { cap.unwrap_or(plugged).min(plugged.saturating_add(touched)).div_ceil(huge) };
+            // What the destination and the competitor can take together, within the quota.
+            let pages = if used_up { 1 } else { cap.unwrap_or(u64::MAX).min(worst.saturating_add(drained(b))).div_ceil(huge) };
             needs.add_huge_pages(backend.page_size, pages);
         }
     }
@@ -181,7 +239,13 @@ pub fn zero_pool_refusal(free: u64, page: Bytes) -> String {
     format!("the host pool has {free} free {page} page{s} that other processes may use: a pool with no free page cannot be made without taking them; put the limit on a hugetlbfs mount (a size= quota) instead")
 }
 
-/// The model's outcome for the same run the child makes.
+/// The simulated outcome a real run is compared with: the engine's, events and all (the
+/// child replays the same run's trace on real memory).
+pub fn simulated_outcome(b: &Built) -> Outcome {
+    crate::engine::simulate(b).outcome
+}
+
+/// The model's outcome for the stream alone (no events), as a real QEMU restores a file.
 pub fn model_outcome(b: &Built) -> Outcome {
     match Vm::realize(&b.destination) {
         Err(e) => Outcome::Failed { stage: Stage::Startup, lines: vec![e.to_string()] },
@@ -194,6 +258,9 @@ pub fn model_outcome(b: &Built) -> Outcome {
 pub struct RealRun {
     pub outcome: Outcome,
     pub elapsed: Duration,
+    /// Where real memory did not do what the simulated run did (a request answered otherwise,
+    /// a competitor that took another amount), in the order of the run.
+    pub divergences: Vec<String>,
 }
 
 /// Runs the scenario's destination on real memory in a child (`exe __real-destination`).
@@ -253,7 +320,8 @@ pub fn run_real(exe: &Path, text: &str, b: &Built, timeout: Duration) -> Result<
     // A signal that reached the child too (a terminal's Ctrl-C goes to the process group).
     interrupted()?;
     let outcome = interpret(&lines, status, b, stderr)?;
-    Ok(RealRun { outcome, elapsed })
+    let divergences = lines.iter().filter_map(|l| l.strip_prefix("diverged ")).map(str::to_string).collect();
+    Ok(RealRun { outcome, elapsed, divergences })
 }
 
 /// `Err` once SIGINT, SIGTERM or SIGHUP arrived (when the command line installed the handlers).
@@ -302,6 +370,9 @@ fn interpret(lines: &[String], status: std::process::ExitStatus, b: &Built, stde
             "stage" => stage = Some(rest.to_string()),
             "line" => out_lines.push(rest.to_string()),
             "sigbus" => sigbus = usize::from_str_radix(rest, 16).ok(),
+            // The retry's destination: its blocks replace the first one's.
+            "retry" => blocks.clear(),
+            "diverged" => {}
             "end" => ended = true,
             "error" => return Err(err(format!("the destination refused the scenario: {rest}"))),
             _ => return Err(err(format!("unknown line from the destination: '{l}'"))),

@@ -5,7 +5,7 @@
 use std::os::fd::{AsFd, OwnedFd};
 
 use linux_raw_sys::general::{uffdio_api, uffdio_copy, uffdio_range, uffdio_register, uffdio_zeropage, UFFDIO_REGISTER_MODE_MISSING, UFFD_API, UFFD_FEATURE_SIGBUS};
-use linux_raw_sys::ioctl::{UFFDIO_API, UFFDIO_COPY, UFFDIO_REGISTER, UFFDIO_ZEROPAGE};
+use linux_raw_sys::ioctl::{UFFDIO_API, UFFDIO_COPY, UFFDIO_REGISTER, UFFDIO_UNREGISTER, UFFDIO_ZEROPAGE};
 use rustix::io::Errno;
 use rustix::ioctl::{ioctl, Updater};
 use rustix::mm::UserfaultfdFlags;
@@ -32,6 +32,15 @@ impl Userfault {
         // SAFETY: UFFDIO_REGISTER reads and writes a `uffdio_register`; the range is a mapping
         // the caller owns.
         unsafe { ioctl(self.fd.as_fd(), Updater::<{ UFFDIO_REGISTER }, uffdio_register>::new(&mut reg))? };
+        Ok(())
+    }
+
+    /// UFFDIO_UNREGISTER over `[start, start + len)`: faults there populate as usual again
+    /// (`cleanup_range` in `postcopy_ram_incoming_cleanup`, migration/postcopy-ram.c).
+    pub fn unregister(&self, start: usize, len: usize) -> std::io::Result<()> {
+        let mut range = uffdio_range { start: start as u64, len: len as u64 };
+        // SAFETY: UFFDIO_UNREGISTER reads a `uffdio_range` of a mapping the caller owns.
+        unsafe { ioctl(self.fd.as_fd(), Updater::<{ UFFDIO_UNREGISTER }, uffdio_range>::new(&mut range))? };
         Ok(())
     }
 
