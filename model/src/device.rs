@@ -21,8 +21,6 @@ pub struct VirtioMem {
     size: Bytes,
     requested_size: Bytes,
     usable_region_size: Bytes,
-    /// `static bool warned` in `virtio_mem_set_block_state`: warn once per process.
-    warned_prealloc: bool,
     warnings: Vec<String>,
     variant: Variant,
 }
@@ -41,7 +39,6 @@ impl VirtioMem {
             size: Bytes::ZERO,
             requested_size: requested,
             usable_region_size: Bytes::ZERO,
-            warned_prealloc: false,
             warnings: Vec::new(),
             variant,
         };
@@ -211,10 +208,11 @@ impl VirtioMem {
     /// `virtio_mem_handle_request`: one request, one response. `busy` is
     /// `virtio_mem_is_busy()`: an outgoing migration runs, or incoming postcopy is in
     /// [DISCARD, END).
-    pub fn handle(&mut self, req: Request, host: &mut dyn HostMemory, busy: bool) -> Response {
+    /// `warned` is the process's `static bool warned` of `virtio_mem_set_block_state`.
+    pub fn handle(&mut self, req: Request, host: &mut dyn HostMemory, busy: bool, warned: &mut bool) -> Response {
         let resp = match req {
-            Request::Plug { addr, nb_blocks } => self.state_change_request(addr, nb_blocks, true, host, busy),
-            Request::Unplug { addr, nb_blocks } => self.state_change_request(addr, nb_blocks, false, host, busy),
+            Request::Plug { addr, nb_blocks } => self.state_change_request(addr, nb_blocks, true, host, busy, warned),
+            Request::Unplug { addr, nb_blocks } => self.state_change_request(addr, nb_blocks, false, host, busy, warned),
             Request::UnplugAll => match self.unplug_all(host, busy) {
                 Ok(()) => Response::Ack,
                 Err(()) => Response::Busy,
@@ -227,7 +225,7 @@ impl VirtioMem {
 
     /// `virtio_mem_state_change_request`: ERROR (range), NACK (beyond requested, plug only),
     /// ERROR (not all in the opposite state), BUSY (`virtio_mem_set_block_state` failed), ACK.
-    fn state_change_request(&mut self, gpa: Gpa, nb_blocks: u16, plug: bool, host: &mut dyn HostMemory, busy: bool) -> Response {
+    fn state_change_request(&mut self, gpa: Gpa, nb_blocks: u16, plug: bool, host: &mut dyn HostMemory, busy: bool, warned: &mut bool) -> Response {
         let Some(size) = BlockCount(nb_blocks as u64).bytes(self.block_size()) else {
             return Response::Error;
         };
@@ -240,7 +238,7 @@ impl VirtioMem {
         if !self.range_all(gpa, size, !plug) {
             return Response::Error;
         }
-        if self.set_block_state(gpa, size, plug, host, busy).is_err() {
+        if self.set_block_state(gpa, size, plug, host, busy, warned).is_err() {
             return Response::Busy;
         }
         self.size = if plug {
@@ -253,7 +251,7 @@ impl VirtioMem {
 
     /// `virtio_mem_set_block_state`: busy → EBUSY; unplug discards; plug preallocates when
     /// `prealloc`, and on failure discards the range again (the rollback) before EBUSY.
-    fn set_block_state(&mut self, gpa: Gpa, size: Bytes, plug: bool, host: &mut dyn HostMemory, busy: bool) -> Result<(), ()> {
+    fn set_block_state(&mut self, gpa: Gpa, size: Bytes, plug: bool, host: &mut dyn HostMemory, busy: bool, warned: &mut bool) -> Result<(), ()> {
         if busy && self.variant != Variant::PlugDuringMigration {
             return Err(());
         }
@@ -266,9 +264,9 @@ impl VirtioMem {
         }
         if self.prealloc() {
             if let Err(e) = host.populate(self.ram_block, offset, size) {
-                if !self.warned_prealloc {
+                if !*warned {
                     self.warnings.push(format!("warning: qemu_prealloc_mem: preallocating memory failed: {}", e.errno));
-                    self.warned_prealloc = true;
+                    *warned = true;
                 }
                 if self.variant == Variant::NoRollback {
                     // The bitmap is updated before the failing step and nothing is undone.

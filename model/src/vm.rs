@@ -63,6 +63,9 @@ pub struct Vm<H = ModelMemory> {
     /// Lines realize printed (warnings).
     pub lines: Vec<String>,
     pub variant: Variant,
+    /// `static bool warned` in `virtio_mem_set_block_state`: a failed preallocation of a plug
+    /// is reported once per QEMU process, however many devices fail.
+    pub warned_prealloc: bool,
 }
 
 /// The pools a model VM draws from: one per limit of its `Memory`, in order.
@@ -174,7 +177,7 @@ impl<H: HostMemory> Vm<H> {
             blocks.push(RamBlockInfo { name, id, len: d.region_size, device: Some(i), backend: mem.backend, private_file: mem.private });
             devices.push(VirtioMem::new(realized, id, cfg.variant));
         }
-        Ok(Vm { qemu: cfg.qemu, machine: cfg.machine.clone(), devices, host, blocks, lines, variant: cfg.variant })
+        Ok(Vm { qemu: cfg.qemu, machine: cfg.machine.clone(), devices, host, blocks, lines, variant: cfg.variant, warned_prealloc: false })
     }
 }
 
@@ -186,7 +189,7 @@ fn map_failed(object: &str, e: crate::host::HostError) -> ModelError {
 impl<H: HostMemory> Vm<H> {
     /// The guest sends one request to device `dev`; `busy` is `virtio_mem_is_busy()`.
     pub fn request(&mut self, dev: usize, req: Request, busy: bool) -> Response {
-        let resp = self.devices[dev].handle(req, &mut self.host, busy);
+        let resp = self.devices[dev].handle(req, &mut self.host, busy, &mut self.warned_prealloc);
         let warnings = self.devices[dev].take_warnings();
         self.lines.extend(warnings);
         resp

@@ -232,3 +232,28 @@ proptest! {
         }
     }
 }
+
+/// `virtio_mem_set_block_state` warns of a failed preallocation through a `static bool warned`:
+/// once per QEMU process, not once per device. Two devices on a used-up backend each answer
+/// BUSY to a plug, and the process prints one warning.
+#[test]
+fn a_failed_preallocation_warns_once_per_process_not_per_device() {
+    let second = DeviceConfig { id: "vmem1".into(), pci: "0000:00:04.0".into(), memdev: "mem1".into(), ..DeviceConfig::vmem0(Gpa(ADDR + (1 << 30)), Bytes::gib(1), Bytes::mib(256), true) };
+    let kind = BackendKind::Hugetlbfs;
+    let cfg = VmConfig {
+        qemu: vmemsim_model::QemuProfile::default(),
+        machine: MachineType::parse("q35").unwrap(),
+        devices: vec![DeviceConfig::vmem0(Gpa(ADDR), Bytes::gib(1), Bytes::mib(256), true), second],
+        memory: vmemsim_model::Memory::one_backend(Backend { kind, page_size: kind.default_page_size(), capacity: Capacity::Limited(Bytes::ZERO) }, ["mem0".to_string(), "mem1".to_string()]),
+        main_ram: Bytes::ZERO,
+        extra_ram: Vec::new(),
+        facts: HostFacts::default(),
+        variant: Variant::Faithful,
+    };
+    let mut v = Vm::realize(&cfg).unwrap().0;
+    assert_eq!(v.request(0, plug(0, 1), false), Response::Busy);
+    assert_eq!(v.request(1, Request::Plug { addr: Gpa(ADDR + (1 << 30)), nb_blocks: 1 }, false), Response::Busy);
+    assert_eq!(v.request(0, plug(1, 1), false), Response::Busy);
+    let warnings: Vec<&String> = v.lines.iter().filter(|l| l.contains("preallocating memory failed")).collect();
+    assert_eq!(warnings, ["warning: qemu_prealloc_mem: preallocating memory failed: Bad address"]);
+}

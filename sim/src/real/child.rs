@@ -222,6 +222,7 @@ impl Host<RealMemory> for RealHost<'_> {
         };
         let page = super::parent::limit_page(self.built, key);
         let (c, took) = spawn(&self.exe, dir, page, bytes, self.competitors.len())?;
+        emit(&format!("competitor {:x} {}", took.0, c.pid()));
         self.competitors.push(c);
         Ok(took)
     }

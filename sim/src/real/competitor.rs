@@ -17,6 +17,12 @@ pub struct Competitor {
     child: Child,
 }
 
+impl Competitor {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 impl Drop for Competitor {
     fn drop(&mut self) {
         drop(self.child.stdin.take());

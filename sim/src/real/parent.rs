@@ -261,6 +261,8 @@ pub struct RealRun {
     /// Where real memory did not do what the simulated run did (a request answered otherwise,
     /// a competitor that took another amount), in the order of the run.
     pub divergences: Vec<String>,
+    /// What each competitor process took, in bytes, with its process id.
+    pub competitors: Vec<(Bytes, u32)>,
 }
 
 /// Runs the scenario's destination on real memory in a child (`exe __real-destination`).
@@ -321,7 +323,13 @@ pub fn run_real(exe: &Path, text: &str, b: &Built, timeout: Duration) -> Result<
     interrupted()?;
     let outcome = interpret(&lines, status, b, stderr)?;
     let divergences = lines.iter().filter_map(|l| l.strip_prefix("diverged ")).map(str::to_string).collect();
-    Ok(RealRun { outcome, elapsed, divergences })
+    let competitors = lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("competitor "))
+        .filter_map(|r| r.split_once(' '))
+        .filter_map(|(took, pid)| Some((Bytes(u64::from_str_radix(took, 16).ok()?), pid.parse().ok()?)))
+        .collect();
+    Ok(RealRun { outcome, elapsed, divergences, competitors })
 }
 
 /// `Err` once SIGINT, SIGTERM or SIGHUP arrived (when the command line installed the handlers).
@@ -372,7 +380,7 @@ fn interpret(lines: &[String], status: std::process::ExitStatus, b: &Built, stde
             "sigbus" => sigbus = usize::from_str_radix(rest, 16).ok(),
             // The retry's destination: its blocks replace the first one's.
             "retry" => blocks.clear(),
-            "diverged" => {}
+            "diverged" | "competitor" => {}
             "end" => ended = true,
             "error" => return Err(err(format!("the destination refused the scenario: {rest}"))),
             _ => return Err(err(format!("unknown line from the destination: '{l}'"))),
