@@ -119,7 +119,7 @@ fn preflight_machine_is_the_destinations_and_is_compared_with_the_streams() {
 /// An excerpt of a stream QEMU 10.0.2 wrote for a pc-q35-7.1 machine (no early migration)
 /// with one virtio-mem-pci device (1 GiB memory-backend-file, block-size 2M, requested-size
 /// 256M, the guest's driver plugged it all), migrated with `migrate "exec:cat > FILE"` after
-/// `stop`: its first 0x140 bytes (header, configuration, the RAM setup section with EOS) and
+/// `stop`: its first 219 bytes (header, configuration, the RAM setup section with EOS) and
 /// its late `0000:00:03.0/virtio-mem` FULL section as QEMU wrote them, then EOF and the VM
 /// description with only that section's entry. The RAM pages (93 MB) are left out. Before
 /// migrating, QEMU said: qom-get size 268435456, query-memory-devices memaddr 4294967296,
