@@ -177,6 +177,13 @@ fn stream_commands() {
     assert_eq!((code, doc["safe"].as_bool()), (0, Some(true)), "{doc}");
     let (_, code) = checked(&["encode", path(&common::scenario("seed/two-devices-short-hugetlb.toml")), "-"]);
     assert_eq!(code, 2);
+    // An old machine's stream (QEMU's, an excerpt): the late section's plug state.
+    let old = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/stream/pc-q35-7.1-late.excerpt.mig");
+    let (doc, code) = checked(&["analyze", path(&old)]);
+    assert_eq!(code, 0);
+    assert_eq!(doc["summary"]["virtio_mem"][0]["section"], "late", "{doc}");
+    let (doc, code) = checked(&["preflight", path(&old), "--backend", "tmpfs-file", "--capacity", "1G"]);
+    assert_eq!((code, doc["safe"].as_bool()), (0, Some(true)), "{doc}");
 }
 
 

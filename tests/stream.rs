@@ -115,3 +115,72 @@ fn preflight_machine_is_the_destinations_and_is_compared_with_the_streams() {
         assert!(text.contains(&format!("Machine type received is 'pc-q35-10.0' and local is '{local}'")), "{args:?}: {text}");
     }
 }
+
+/// An excerpt of a stream QEMU 10.0.2 wrote for a pc-q35-7.1 machine (no early migration)
+/// with one virtio-mem-pci device (1 GiB memory-backend-file, block-size 2M, requested-size
+/// 256M, the guest's driver plugged it all), migrated with `migrate "exec:cat > FILE"` after
+/// `stop`: its first 219 bytes (header, configuration, the RAM setup section with EOS) and
+/// its late `0000:00:03.0/virtio-mem` FULL section as QEMU wrote them, then EOF and the VM
+/// description with only that section's entry. The RAM pages (93 MB) are left out. Before
+/// migrating, QEMU said: qom-get size 268435456, query-memory-devices memaddr 4294967296,
+/// block-size 2097152, node 0, max-size 1073741824, requested-size 268435456.
+const QEMU_OLD_MACHINE_EXCERPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/stream/pc-q35-7.1-late.excerpt.mig");
+
+#[test]
+fn an_old_machine_stream_qemu_wrote_shows_its_late_plug_state() {
+    let out = Command::new(EXE).arg("analyze").arg(QEMU_OLD_MACHINE_EXCERPT).arg("--summary").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("machine type: pc-q35-7.1"), "{text}");
+    assert!(text.contains("virtio-mem 0000:00:03.0: memaddr 0x100000000, region 1 GiB, block 2 MiB, node 0, plugged 256 MiB in 1 run(s)"), "{text}");
+    assert!(text.contains("from the late section: usable region 512 MiB, requested 256 MiB"), "{text}");
+    assert!(text.contains("  plugged: 0x0+256 MiB"), "{text}");
+    let out = Command::new(EXE).args(["analyze", QEMU_OLD_MACHINE_EXCERPT, "--summary", "--format", "json"]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let dev = &v["summary"]["virtio_mem"][0];
+    assert_eq!((dev["plugged_bytes"].as_u64(), dev["memaddr"].as_u64(), dev["block_bytes"].as_u64()), (Some(268435456), Some(4294967296), Some(2097152)), "{v}");
+    assert_eq!((dev["section"].as_str(), dev["requested_bytes"].as_u64()), (Some("late"), Some(268435456)));
+    // analyze's default output keeps analyze-migration.py's form: the device state is one
+    // "virtio" field, as the VM description gives it.
+    let out = Command::new(EXE).arg("analyze").arg(QEMU_OLD_MACHINE_EXCERPT).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains(r#""0000:00:03.0/virtio-mem (38)": {"#));
+    // preflight gives a verdict, not the refusal it gave before.
+    let out = Command::new(EXE).args(["preflight", QEMU_OLD_MACHINE_EXCERPT, "--backend", "tmpfs-file", "--capacity", "1G"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("plugged virtio-mem memory in the stream: 256 MiB"), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("verdict: safe"), "{text}");
+}
+
+#[test]
+fn preflight_reads_an_old_machines_plug_state_from_the_late_section() {
+    use common::bytes::Bytes;
+    const MIB: u64 = 1 << 20;
+    let blocks = vec![("pc.ram".to_string(), 0x10000), ("0000:00:03.0/mem0".to_string(), 16 * MIB)];
+    // As QEMU orders a precopy stream: the RAM pages (4 MiB written by the guest into the two
+    // plugged blocks), then the device state with the plug bitmap; no VM description.
+    let late = Bytes::late_body(0x1_4000_0000, 16 * MIB, 2 * MIB, &[0b11]);
+    let bytes = Bytes::header("pc-q35-7.1").ram_setup(&blocks).pages("0000:00:03.0/mem0", 0, 1024).device(38, "0000:00:03.0/virtio-mem", &late).end(None);
+    let f = tmp("old-late.mig");
+    std::fs::write(&f, &bytes).unwrap();
+    let out = Command::new(EXE).arg("analyze").arg(&f).arg("--summary").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("virtio-mem 0000:00:03.0: memaddr 0x140000000, region 16 MiB, block 2 MiB, node 0, plugged 4 MiB in 1 run(s)"), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    let run = |args: &[&str]| {
+        let out = Command::new(EXE).arg("preflight").arg(&f).args(args).output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+    };
+    // No early preallocation on an old machine: short of memory, the pages kill it.
+    for prealloc in ["on", "off"] {
+        let (code, text) = run(&["--backend", "tmpfs-file", "--capacity", "2M", "--prealloc", prealloc]);
+        assert_eq!(code, Some(1), "{text}");
+        assert!(text.contains("verdict: NOT SAFE: the destination dies of SIGBUS while loading RAM"), "{text}");
+        assert!(text.contains("plugged virtio-mem memory in the stream: 4 MiB"), "{text}");
+    }
+    let (code, text) = run(&["--backend", "tmpfs-file", "--capacity", "64M", "--prealloc", "off"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("verdict: safe"), "{text}");
+    // A destination of another machine type is refused in the header, as QEMU does.
+    let (code, text) = run(&["--backend", "tmpfs-file", "--capacity", "64M", "--machine", "pc-q35-10.0"]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("Machine type received is 'pc-q35-7.1' and local is 'pc-q35-10.0'"), "{text}");
+}

@@ -11,7 +11,8 @@ use vmemsim_model::config::HostFacts;
 use vmemsim_model::host::PageKind;
 use vmemsim_model::migration::destination::Destination;
 use vmemsim_model::migration::drive::feed;
-use vmemsim_model::migration::item::{EarlySection, Item};
+use vmemsim_model::migration::item::{EarlySection, Item, LateSection, PlugState};
+use vmemsim_model::wire::late::LateState;
 use vmemsim_model::wire::decode::{find_vmdesc, Decoder, Event};
 use vmemsim_model::wire::escaped;
 use vmemsim_model::{Backend, BackendKind, Bytes, Capacity, DeviceConfig, MachineType, Outcome, Plan, Variant, Vm, VmConfig};
@@ -65,7 +66,7 @@ pub fn analyze_json(events: &[Event]) -> Value {
                 m.insert("bitmap".into(), Value::from(hex(bitmap_bytes)));
                 out.insert(format!("{idstr} ({section})"), Value::Object(m));
             }
-            Event::Device { section, idstr, fields, .. } => {
+            Event::Device { section, idstr, fields, .. } | Event::Late { section, idstr, fields, .. } => {
                 out.insert(format!("{idstr} ({section})"), Value::Object(fields.clone()));
             }
             _ => {}
@@ -99,24 +100,10 @@ pub fn summary(events: &[Event]) -> String {
                     pages.push((n.clone(), 0, 0));
                 }
             }
-            Event::Early { idstr, state, .. } => {
-                let runs: Vec<_> = state.plug.plugged_runs().collect();
-                s += &format!(
-                    "virtio-mem {}: memaddr {}, region {}, block {}, node {}, plugged {} in {} run(s)\n",
-                    escaped(idstr.trim_end_matches("/virtio-mem-device-early")),
-                    state.sanity.addr,
-                    state.sanity.region_size,
-                    state.sanity.block_size,
-                    state.sanity.node,
-                    state.size,
-                    runs.len()
-                );
-                for r in runs.iter().take(8) {
-                    let bs = state.sanity.block_size.0;
-                    s += &format!("  plugged: {:#x}+{}\n", r.first.0 * bs, Bytes(r.count.0 * bs));
-                }
-                if runs.len() > 8 {
-                    s += &format!("  ... {} more runs\n", runs.len() - 8);
+            Event::Early { idstr, state, .. } => s += &plug_lines(idstr.trim_end_matches("/virtio-mem-device-early"), state, None),
+            Event::Late { idstr, state: late, .. } => {
+                if let Some(state) = &late.plug {
+                    s += &plug_lines(idstr.trim_end_matches("/virtio-mem"), state, Some(late));
                 }
             }
             Event::RamPages { block, pages: n, kind, .. } => {
@@ -132,7 +119,11 @@ pub fn summary(events: &[Event]) -> String {
         }
     }
     if !events.iter().any(|e| matches!(e, Event::Early { .. })) {
-        s += "no virtio-mem-device-early section: an old machine type, or no virtio-mem device\n";
+        if events.iter().any(|e| matches!(e, Event::Late { state, .. } if state.plug.is_some())) {
+            s += "no virtio-mem-device-early section: an old machine type; the plug state above is the late virtio-mem section's\n";
+        } else {
+            s += "no virtio-mem-device-early section: an old machine type, or no virtio-mem device\n";
+        }
     }
     s += "pages in the stream:\n";
     for (n, normal, zero) in pages {
@@ -141,8 +132,37 @@ pub fn summary(events: &[Event]) -> String {
     s
 }
 
+/// A device's plug state for the summary: where, how much, the first runs; and for the late
+/// section, the two sizes it carries too.
+fn plug_lines(pci: &str, state: &PlugState, late: Option<&LateState>) -> String {
+    let runs: Vec<_> = state.plug.plugged_runs().collect();
+    let mut s = format!(
+        "virtio-mem {}: memaddr {}, region {}, block {}, node {}, plugged {} in {} run(s)\n",
+        escaped(pci),
+        state.sanity.addr,
+        state.sanity.region_size,
+        state.sanity.block_size,
+        state.sanity.node,
+        state.size,
+        runs.len()
+    );
+    if let Some(l) = late {
+        s += &format!("  from the late section: usable region {}, requested {}\n", l.usable_region_size, l.requested_size);
+    }
+    let bs = state.sanity.block_size.0;
+    for r in runs.iter().take(8) {
+        s += &format!("  plugged: {:#x}+{}\n", r.first.0 * bs, Bytes(r.count.0 * bs));
+    }
+    if runs.len() > 8 {
+        s += &format!("  ... {} more runs\n", runs.len() - 8);
+    }
+    s
+}
+
 /// The summary as data, for `analyze --format json`: the machine type, each RAM block with
-/// its pages in the stream, and each virtio-mem device's early state with its plugged runs.
+/// its pages in the stream, and each virtio-mem device's plug state (early section, or late on
+/// old machine types: then with `section`, `usable_region_bytes` and `requested_bytes`) with its
+/// plugged runs.
 pub fn summary_value(events: &[Event]) -> Value {
     let mut machine = Value::Null;
     let mut blocks: Vec<Value> = Vec::new();
@@ -157,18 +177,15 @@ pub fn summary_value(events: &[Event]) -> Value {
                     blocks.push(serde_json::json!({"name": n, "bytes": l, "normal_pages": 0u64, "zero_pages": 0u64}));
                 }
             }
-            Event::Early { idstr, state, .. } => {
-                let bs = state.sanity.block_size.0;
-                let runs: Vec<Value> = state.plug.plugged_runs().map(|r| serde_json::json!({"offset": r.first.0 * bs, "bytes": r.count.0 * bs})).collect();
-                devices.push(serde_json::json!({
-                    "device": idstr.trim_end_matches("/virtio-mem-device-early"),
-                    "memaddr": state.sanity.addr.0,
-                    "region_bytes": state.sanity.region_size.0,
-                    "block_bytes": bs,
-                    "node": state.sanity.node,
-                    "plugged_bytes": state.size.0,
-                    "plugged_runs": runs,
-                }));
+            Event::Early { idstr, state, .. } => devices.push(plug_value(idstr.trim_end_matches("/virtio-mem-device-early"), state)),
+            Event::Late { idstr, state: late, .. } => {
+                if let Some(state) = &late.plug {
+                    let mut v = plug_value(idstr.trim_end_matches("/virtio-mem"), state);
+                    v["section"] = "late".into();
+                    v["usable_region_bytes"] = late.usable_region_size.0.into();
+                    v["requested_bytes"] = late.requested_size.0.into();
+                    devices.push(v);
+                }
             }
             Event::RamPages { block, pages, kind, .. } => {
                 if let Some(Value::Object(row)) = rows.get(block).map(|&i| &mut blocks[i]) {
@@ -181,6 +198,21 @@ pub fn summary_value(events: &[Event]) -> Value {
         }
     }
     serde_json::json!({"machine": machine, "ram_blocks": blocks, "virtio_mem": devices})
+}
+
+/// One device's plug state in the JSON summary.
+fn plug_value(pci: &str, state: &PlugState) -> Value {
+    let bs = state.sanity.block_size.0;
+    let runs: Vec<Value> = state.plug.plugged_runs().map(|r| serde_json::json!({"offset": r.first.0 * bs, "bytes": r.count.0 * bs})).collect();
+    serde_json::json!({
+        "device": pci,
+        "memaddr": state.sanity.addr.0,
+        "region_bytes": state.sanity.region_size.0,
+        "block_bytes": bs,
+        "node": state.sanity.node,
+        "plugged_bytes": state.size.0,
+        "plugged_runs": runs,
+    })
 }
 
 /// What `preflight` predicts.
@@ -229,13 +261,25 @@ pub fn preflight_with(events: &[Event], dest: DestMemory, prealloc: bool, machin
         _ => None,
     });
     let blocks = blocks.ok_or("the stream has no RAM setup section")?;
-    let early: Vec<&Event> = events.iter().filter(|e| matches!(e, Event::Early { .. })).collect();
+    // Each device's plug state and requested size: its early section (machine types with
+    // early migration), else its late `<pci>/virtio-mem` section, which carries the plug state
+    // when early migration is off (virtio_mem_vmstate_field_exists, hw/virtio/virtio-mem.c).
+    // An early section has no requested size: the destination is taken to request what is
+    // plugged; a late one has the source's.
+    let plugs: Vec<(&str, &PlugState, Bytes)> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Early { idstr, state, .. } => Some((idstr.trim_end_matches("/virtio-mem-device-early"), state, state.size)),
+            Event::Late { idstr, state: LateState { plug: Some(p), requested_size, .. }, .. } => Some((idstr.trim_end_matches("/virtio-mem"), p, *requested_size)),
+            _ => None,
+        })
+        .collect();
+    if plugs.is_empty() {
+        return Err("the stream has no virtio-mem plug state: no virtio-mem-device-early section and no late virtio-mem section that carries it (no virtio-mem device?)".into());
+    }
     // A device's RAM block is `<pci>/<memdev>`: index the blocks by the part before the first
-    // '/' that some early section names, the first block of each (one pass, not one per device).
-    let pcis: HashSet<&str> = early.iter().filter_map(|e| match e {
-        Event::Early { idstr, .. } => Some(idstr.trim_end_matches("/virtio-mem-device-early")),
-        _ => None,
-    }).collect();
+    // '/' that some device's section names, the first block of each (one pass, not one per device).
+    let pcis: HashSet<&str> = plugs.iter().map(|(pci, _, _)| *pci).collect();
     let mut memdev_of: HashMap<&str, &str> = HashMap::new();
     for (n, _) in &blocks {
         for (i, _) in n.match_indices('/') {
@@ -245,13 +289,11 @@ pub fn preflight_with(events: &[Event], dest: DestMemory, prealloc: bool, machin
         }
     }
     let mut devices = Vec::new();
-    for e in &early {
-        let Event::Early { idstr, state, .. } = e else { unreachable!() };
-        let pci = idstr.trim_end_matches("/virtio-mem-device-early").to_string();
-        let memdev = memdev_of.get(pci.as_str()).ok_or_else(|| format!("no RAM block for {}", escaped(&pci)))?.to_string();
+    for (pci, state, requested) in &plugs {
+        let memdev = memdev_of.get(pci).ok_or_else(|| format!("no RAM block for {}", escaped(pci)))?.to_string();
         devices.push(DeviceConfig {
             id: format!("vmem{}", devices.len()),
-            pci,
+            pci: pci.to_string(),
             memdev,
             memaddr: state.sanity.addr,
             region_size: state.sanity.region_size,
@@ -259,17 +301,11 @@ pub fn preflight_with(events: &[Event], dest: DestMemory, prealloc: bool, machin
             node: state.sanity.node,
             prealloc,
             early_migration: None,
-            requested_size: state.size,
+            requested_size: *requested,
             memdev_prealloc: false,
         });
     }
-    if early.is_empty() {
-        return Err("the stream has no virtio-mem-device-early section (an old machine type or no virtio-mem device): the plug bitmap travels in the late section, which this decoder does not read".into());
-    }
-    let max_node = early.iter().filter_map(|e| match e {
-        Event::Early { state, .. } if state.sanity.node > 0 => Some(state.sanity.node),
-        _ => None,
-    }).max();
+    let max_node = plugs.iter().map(|(_, st, _)| st.sanity.node).filter(|n| *n > 0).max();
     let device_blocks: HashSet<String> = devices.iter().map(DeviceConfig::ram_block_name).collect();
     let others: Vec<(String, Bytes)> = blocks.iter().filter(|(n, _)| !device_blocks.contains(n)).map(|(n, l)| (n.clone(), Bytes(*l))).collect();
     let main = others.iter().find(|(n, _)| n == vmemsim_model::vm::MAIN_RAM).map_or(0, |(_, l)| l.0);
@@ -277,7 +313,7 @@ pub fn preflight_with(events: &[Event], dest: DestMemory, prealloc: bool, machin
     // NUMA nodes as many as the highest node a device names (none when all are node 0).
     let numa_nodes = match max_node {
         None => 0,
-        Some(n) => n.checked_add(1).ok_or_else(|| format!("an early section names NUMA node {n}: no machine has that many nodes"))?,
+        Some(n) => n.checked_add(1).ok_or_else(|| format!("a virtio-mem section names NUMA node {n}: no machine has that many nodes"))?,
     };
     let cfg = VmConfig {
         qemu: *qemu,
@@ -326,6 +362,14 @@ pub fn preflight_with(events: &[Event], dest: DestMemory, prealloc: bool, machin
             Event::Early { idstr, state, .. } => {
                 needed = needed.checked_add(state.size.0).ok_or_else(|| format!("the early sections' plugged sizes add up to more than 2^64 bytes (at {}): not a stream QEMU writes", escaped(idstr)))?;
                 items.push(Item::Early(Box::new(EarlySection { idstr: idstr.clone(), state: state.clone() })));
+            }
+            // The late section with the plug state (old machine types), where the stream has
+            // it: after the RAM, so the pages land before the bitmap does. Without the plug
+            // state (early migration on) it is not fed, as before [INF: the model's
+            // destination would check the early section came and discard unplugged memory].
+            Event::Late { idstr, state: LateState { plug: Some(p), usable_region_size, requested_size, .. }, .. } => {
+                needed = needed.checked_add(p.size.0).ok_or_else(|| format!("the plugged sizes add up to more than 2^64 bytes (at {}): not a stream QEMU writes", escaped(idstr)))?;
+                items.push(Item::Late(Box::new(LateSection { idstr: idstr.clone(), usable_region_size: *usable_region_size, requested_size: *requested_size, plug: Some(p.clone()) })));
             }
             Event::RamPages { block, offset, pages, kind } => {
                 // The decoder refuses a second setup section and names outside the first, so this

@@ -75,6 +75,66 @@ impl Bytes {
         self
     }
 
+    /// The body of a late `<pci>/virtio-mem` section of an old machine type (no early
+    /// migration), laid out as QEMU 10.0 writes it for virtio-mem-pci on the root bus
+    /// (model/src/wire/late.rs has the functions): `virtio_pci_save_config` (version_id 2,
+    /// 256 config bytes with one vendor capability, 4 INTx levels, no MSI-X), `virtio_save`'s
+    /// core fields with a 56-byte config and one queue, `vmstate_virtio_mem_device` with the
+    /// sanity checks, usable region (the whole region here), size, requested size (= size) and
+    /// bitmap words, then the subsection `virtio/64bit_features`. The queue count is at byte 344.
+    pub fn late_body(addr: u64, region: u64, block: u64, words: &[u64]) -> Vec<u8> {
+        let mut b = 2u32.to_be_bytes().to_vec();
+        let mut config = [0u8; 256];
+        config[..4].copy_from_slice(&[0xf4, 0x1a, 0x58, 0x10]);
+        config[0x06] = 0x10;
+        config[0x34] = 0x40;
+        config[0x40] = 0x09;
+        b.extend_from_slice(&config);
+        b.extend_from_slice(&[0; 16]);
+        b.extend_from_slice(&[0x0f, 0, 0, 0]);
+        b.extend_from_slice(&0x3000_0003u32.to_be_bytes());
+        b.extend_from_slice(&56u32.to_be_bytes());
+        b.extend_from_slice(&[0; 56]);
+        b.extend_from_slice(&1u32.to_be_bytes());
+        b.extend_from_slice(&128u32.to_be_bytes());
+        b.extend_from_slice(&0x14fa_e000u64.to_be_bytes());
+        b.extend_from_slice(&2u16.to_be_bytes());
+        for w in [addr, region, block] {
+            b.extend_from_slice(&w.to_be_bytes());
+        }
+        b.extend_from_slice(&0u32.to_be_bytes());
+        let size: u64 = words.iter().map(|w| w.count_ones() as u64).sum::<u64>() * block;
+        for w in [region, size, size] {
+            b.extend_from_slice(&w.to_be_bytes());
+        }
+        for w in words {
+            b.extend_from_slice(&w.to_be_bytes());
+        }
+        b.push(0x05);
+        b.push(21);
+        b.extend_from_slice(b"virtio/64bit_features");
+        b.extend_from_slice(&1u32.to_be_bytes());
+        b.extend_from_slice(&0x0000_0001_3000_0003u64.to_be_bytes());
+        b
+    }
+
+    /// A PART section of `ram` with `n` normal pages of `block` from `offset`, then EOS.
+    pub fn pages(mut self, block: &str, offset: u64, n: u64) -> Bytes {
+        self.0.push(0x02);
+        self.0.extend_from_slice(&2u32.to_be_bytes());
+        for i in 0..n {
+            let cont = if i == 0 { 0 } else { 0x20 };
+            self.0.extend_from_slice(&((offset + i * 4096) | 0x08 | cont).to_be_bytes());
+            if i == 0 {
+                self.counted(block);
+            }
+            self.0.extend_from_slice(&[0x5a; 4096]);
+        }
+        self.0.extend_from_slice(&0x10u64.to_be_bytes());
+        self.footer(2);
+        self
+    }
+
     /// A FULL section of any other device with `body` as its bytes.
     pub fn device(mut self, id: u32, idstr: &str, body: &[u8]) -> Bytes {
         self.section(0x04, id, idstr, 1);

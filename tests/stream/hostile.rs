@@ -206,3 +206,40 @@ fn preflight_on_events_from_elsewhere_errs_instead_of_panicking() {
     let e = vmemsim_sim::stream::preflight(&events, backend, true, None).unwrap_err();
     assert_eq!(e, "RAM pages of block 'nowhere\\n', which the setup section does not list");
 }
+
+#[test]
+fn a_mistake_in_the_late_virtio_mem_section_names_its_offset_and_section() {
+    let late = Bytes::late_body(0x1_4000_0000, 16 * MIB, 2 * MIB, &[0b11]);
+    let stream = |body: &[u8], vmdesc: Option<&str>| {
+        let head = Bytes::header("pc-q35-7.1").ram_setup(&blocks()).zero_pages(["0000:00:03.0/mem0"]);
+        let at = head.0.len() as u64;
+        (at, head.device(38, "0000:00:03.0/virtio-mem", body).end(vmdesc))
+    };
+    // The section header: type, id, counted name, instance, version.
+    let header = 1 + 4 + 1 + "0000:00:03.0/virtio-mem".len() as u64 + 4 + 4;
+    // A queue count over VIRTIO_QUEUE_MAX (the count is at byte 344 of the body).
+    let mut bad = late.clone();
+    bad[344..348].copy_from_slice(&5000u32.to_be_bytes());
+    let (at, bytes) = stream(&bad, None);
+    for cmd in ["analyze", "preflight"] {
+        let f = file("late-queues.mig", &bytes);
+        let o = if cmd == "analyze" { run(&["analyze".as_ref(), f.as_os_str()], Duration::from_secs(60)).0 } else { preflight(&f) };
+        assert_eq!(o.status.code(), Some(2), "{cmd}: {}", stderr(&o));
+        let want = format!("byte {}: section '0000:00:03.0/virtio-mem': expected at most VIRTIO_QUEUE_MAX 1024 virtqueues", at + header + 344);
+        assert!(stderr(&o).contains(&want), "{cmd}: {}", stderr(&o));
+    }
+    // The body cut short in the bitmap.
+    let (at, bytes) = stream(&late[..late.len() - 40], None);
+    let o = preflight(&file("late-short.mig", &bytes));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let want = format!("byte {}: section '0000:00:03.0/virtio-mem': expected the plug bitmap (8 bytes), but the section has 3 bytes left", at + header + 362 + 52);
+    assert!(stderr(&o).contains(&want), "{}", stderr(&o));
+    // A VM description whose "virtio" field is longer than the section: the footer is not
+    // where it says.
+    let desc = format!(r#"{{"page_size": 4096, "devices": [{{"name": "0000:00:03.0/virtio-mem", "instance_id": 0, "vmsd_name": "virtio-mem", "version": 1, "fields": [{{"name": "virtio", "type": "virtio", "size": {}}}]}}]}}"#, late.len() + 3);
+    let (at, bytes) = stream(&late, Some(&desc));
+    let o = preflight(&file("late-desc.mig", &bytes));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let want = format!("byte {}: expected a section footer (0x7e)", at + header + late.len() as u64 + 3);
+    assert!(stderr(&o).contains(&want), "{}", stderr(&o));
+}

@@ -8,6 +8,7 @@ use std::io::{Read, Seek, SeekFrom};
 
 use serde_json::{Map, Value};
 
+use super::late::{self, LateState};
 use super::{command_name, escaped, ram, ty, WireError, MAGIC, VERSION};
 use crate::plug_map::{Bitmap, PlugMap};
 use crate::host::PageKind;
@@ -30,6 +31,9 @@ pub enum Event {
     Early { section: u32, idstr: String, instance: u32, state: PlugState, tmp: Vec<u8>, bitmap_bytes: Vec<u8> },
     /// Any other FULL section, parsed with the VM description, in analyze-migration.py's form.
     Device { section: u32, idstr: String, instance: u32, fields: Map<String, Value> },
+    /// The late `<pci>/virtio-mem` section ([`super::late`]): the plug state on machine types
+    /// without early migration, the two sizes on the others; `fields` as for `Device`.
+    Late { section: u32, idstr: String, instance: u32, state: LateState, fields: Map<String, Value> },
     Eof,
     VmDescription(Value),
 }
@@ -380,7 +384,7 @@ impl<R: Read> Decoder<R> {
             self.read_exact(&mut tmp, "the sanity checks (28 bytes)")?;
             let be = |r: std::ops::Range<usize>| tmp[r].iter().fold(0u64, |a, b| a << 8 | *b as u64);
             let sanity = SanityFields { addr: Gpa(be(0..8)), region_size: Bytes(be(8..16)), block_size: Bytes(be(16..24)), node: be(24..28) as u32 };
-            if sanity.block_size.0 == 0 || !sanity.block_size.is_power_of_two() || sanity.region_size.0 % sanity.block_size.0 != 0 {
+            if sanity.block_size.0 == 0 || !sanity.block_size.is_power_of_two() || !sanity.region_size.is_multiple_of(sanity.block_size) {
                 return Err(self.unexpected(at, "a power-of-two block size dividing the region", format!("region {:#x}, block {:#x}", sanity.region_size.0, sanity.block_size.0)));
             }
             let size = Bytes(self.be64("the plugged size")?);
@@ -402,10 +406,23 @@ impl<R: Read> Decoder<R> {
         let desc = self.vmdesc.as_ref().and_then(|d| {
             d.get("devices")?.as_array()?.iter().find(|e| e.get("name").and_then(Value::as_str) == Some(&idstr) && e.get("instance_id").and_then(Value::as_u64) == Some(instance as u64)).cloned()
         });
-        if desc.is_none() && self.vmdesc.is_none() {
+        // The late virtio-mem section's layout is known without a description (late.rs).
+        let is_late = t == ty::SECTION_FULL && idstr.ends_with("/virtio-mem");
+        if desc.is_none() && self.vmdesc.is_none() && !is_late {
             return Err(WireError::UnknownSection { offset: at, idstr });
         }
-        let body = self.until_footer(section, at, &idstr)?;
+        let body_start = self.offset;
+        // The description lists virtio_save's bytes as one field "virtio" with their count
+        // (vmsd_desc_field_end, migration/vmstate.c): read exactly those, then the footer.
+        let described = desc.as_ref().filter(|_| is_late).and_then(virtio_field_size);
+        let body = match described {
+            Some(n) => {
+                let b = self.read_vec(n as usize, &format!("the {n} bytes of virtio_save in section '{}' (the VM description's \"virtio\" field)", escaped(&idstr)))?;
+                self.footer(section)?;
+                b
+            }
+            None => self.until_footer(section, at, &idstr)?,
+        };
         let fields = desc
             .and_then(|d| {
                 let mut sub = Decoder::new(std::io::Cursor::new(&body), None);
@@ -418,6 +435,19 @@ impl<R: Read> Decoder<R> {
                 m.insert("(not described)".into(), Value::from(format!("{} bytes", body.len())));
                 m
             });
+        if is_late {
+            // Without this device's early section the plug state is here
+            // (virtio_mem_vmstate_field_exists, hw/virtio/virtio-mem.c): a mistake in it is an
+            // error. With it, the late bytes add only the two sizes: a section that does not
+            // decode is kept as its description gives it, as before.
+            let pci = idstr.trim_end_matches("/virtio-mem");
+            let with_plug = !self.early_seen.contains(&format!("{pci}/virtio-mem-device-early"));
+            match late::decode(&body, body_start, &idstr, with_plug) {
+                Ok(state) => return Ok(Event::Late { section, idstr, instance, state, fields }),
+                Err(e) if with_plug => return Err(e),
+                Err(_) => {}
+            }
+        }
         Ok(Event::Device { section, idstr, instance, fields })
     }
 
@@ -516,6 +546,15 @@ impl<R: Read> Decoder<R> {
             "bool" => Value::from(int != 0),
             _ => Value::from(hex(&b)),
         })
+    }
+}
+
+/// The byte count of a description whose only field is `VMSTATE_VIRTIO_DEVICE`
+/// (`{"name": "virtio", "type": "virtio", "size": N}`), as `vmstate_virtio_mem` is described.
+fn virtio_field_size(desc: &Value) -> Option<u64> {
+    match desc.get("fields")?.as_array()?.as_slice() {
+        [f] if f.get("type").and_then(Value::as_str) == Some("virtio") && desc.get("subsections").is_none() => f.get("size")?.as_u64(),
+        _ => None,
     }
 }
 

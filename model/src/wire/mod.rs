@@ -4,6 +4,7 @@
 
 pub mod decode;
 pub mod encode;
+pub mod late;
 
 /// `QEMU_VM_FILE_MAGIC`.
 pub const MAGIC: u32 = 0x5145_564d;
@@ -72,6 +73,9 @@ pub enum WireError {
     /// A section that QEMU sends once came again.
     #[error("byte {offset}: section '{}' (instance {instance}) comes a second time: {why}", escaped(.idstr))]
     Repeated { offset: u64, idstr: String, instance: u32, why: &'static str },
+    /// Inside a section whose layout this decoder knows (the late `…/virtio-mem` section).
+    #[error("byte {offset}: section '{}': {message}", escaped(.idstr))]
+    InSection { offset: u64, idstr: String, message: String },
     #[error("byte {offset}: the VM description is not valid JSON: {message}")]
     BadJson { offset: u64, message: String },
     #[error("reading the stream: {0}")]
