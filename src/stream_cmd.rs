@@ -38,10 +38,21 @@ struct PreflightDoc {
     /// The prediction's reasoning, line by line, as the human form prints it.
     report: Vec<String>,
     outcome: OutcomeDoc,
-    /// Only a completed restore is safe.
+    /// Only a completed restore with all its plugged memory backed is safe.
     safe: bool,
     verdict: String,
+    /// Both sides, when a live source sends this stream: where the source ends and whether the
+    /// VM survives (safe, recoverable, vm-lost, latent-crash).
+    whole_migration: WholeDoc,
     exit_code: u8,
+}
+
+#[derive(serde::Serialize)]
+struct WholeDoc {
+    verdict: &'static str,
+    reason: String,
+    source_status: &'static str,
+    source_runstate: &'static str,
 }
 
 pub fn analyze(file: &Path, people: bool, format: Format) -> Result<ExitCode, String> {
@@ -85,14 +96,17 @@ pub fn preflight(file: &Path, d: Dest, machine: Option<&str>, qemu: vmemsim_mode
     };
     let events = read_events(file).map_err(|e| e.to_string())?;
     let p = predict(&events, memory, d.prealloc.unwrap_or(true), machine, &vmemsim_model::QemuProfile::of(qemu)).map_err(|e| format!("{}: {e}", file.display()))?;
+    let latent = p.judgement.verdict == vmemsim_model::migration::verdict::Verdict::LatentCrash;
     let verdict = match p.outcome.class() {
+        OutcomeClass::Completed if latent => "NOT SAFE: the restore completes, but plugged memory is left unbacked: the guest's first write there is a SIGBUS",
         OutcomeClass::Completed => "safe: the restore completes",
         OutcomeClass::Failed => "not safe: the restore fails gracefully (nothing is lost but the migration)",
         OutcomeClass::Crashed => "NOT SAFE: the destination dies of SIGBUS while loading RAM",
         OutcomeClass::RuntimeCrash => "NOT SAFE: the guest can die of SIGBUS after the restore",
         OutcomeClass::PostcopyFailed => "NOT SAFE: postcopy placement fails",
     };
-    let safe = p.outcome.class() == OutcomeClass::Completed;
+    let safe = p.outcome.class() == OutcomeClass::Completed && !latent;
+    let whole = WholeDoc { verdict: p.judgement.verdict.name(), reason: p.judgement.reason.clone(), source_status: p.source.status.name(), source_runstate: p.source.runstate.name() };
     if format.json() {
         print_doc(&PreflightDoc {
             schema: SCHEMA,
@@ -105,6 +119,7 @@ pub fn preflight(file: &Path, d: Dest, machine: Option<&str>, qemu: vmemsim_mode
             outcome: (&p.outcome).into(),
             safe,
             verdict: verdict.to_string(),
+            whole_migration: whole,
             exit_code: u8::from(!safe),
         });
         return Ok(ExitCode::from(u8::from(!safe)));
@@ -115,6 +130,7 @@ pub fn preflight(file: &Path, d: Dest, machine: Option<&str>, qemu: vmemsim_mode
     out_raw!("{}", p.report);
     out_raw!("{}", p.outcome);
     out!("verdict: {verdict}");
+    out!("whole migration, from a live QEMU {qemu} source: {}", p.judgement);
     Ok(ExitCode::from(u8::from(!safe)))
 }
 

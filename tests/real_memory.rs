@@ -79,8 +79,8 @@ fn shipped_scenarios_agree_on_real_memory() {
 }
 
 #[test]
-fn two_hundred_generated_seeds_agree_on_real_memory() {
-    if !root_or_skip("two_hundred_generated_seeds_agree_on_real_memory") {
+fn two_hundred_generated_seeds_with_events_agree_on_real_memory() {
+    if !root_or_skip("two_hundred_generated_seeds_with_events_agree_on_real_memory") {
         return;
     }
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
@@ -88,7 +88,8 @@ fn two_hundred_generated_seeds_agree_on_real_memory() {
     let (mut ran, mut failures, mut classes) = (0, Vec::new(), std::collections::BTreeMap::new());
     let (mut with_events, mut kinds) = (0, std::collections::BTreeSet::new());
     let mut seed = 0;
-    while ran < 200 {
+    // Until 200 seeds with events have run (and the seeds without any between them).
+    while with_events < 200 {
         seed += 1;
         assert!(seed < 20_000, "too few generated seeds fit real memory");
         // The seed's scenario as generated: guest requests, resizes, competitors and
@@ -116,10 +117,10 @@ fn two_hundred_generated_seeds_agree_on_real_memory() {
         *classes.entry(model.class()).or_insert(0) += 1;
         ran += 1;
     }
-    eprintln!("200 generated seeds (up to seed {seed}, {with_events} with events: {kinds:?}) on real memory in {:.1} s: {classes:?}", start.elapsed().as_secs_f64());
+    eprintln!("{ran} generated seeds (up to seed {seed}, {with_events} with events: {kinds:?}) on real memory in {:.1} s: {classes:?}", start.elapsed().as_secs_f64());
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     assert!(classes.len() >= 3, "the seeds cover several outcome classes: {classes:?}");
-    assert!(with_events >= 100 && kinds.len() == 4, "the seeds keep their events: {with_events} of 200, {kinds:?}");
+    assert!(kinds.len() == 4, "the seeds keep every kind of event: {kinds:?}");
 }
 
 #[test]

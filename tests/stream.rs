@@ -77,11 +77,33 @@ fn preflight_predicts_the_destination() {
     let (code, text) = run(&["--backend", "hugetlbfs", "--capacity", "768M", "--prealloc", "off"]);
     assert_eq!(code, Some(1));
     assert!(text.contains("verdict: NOT SAFE: the destination dies of SIGBUS while loading RAM"), "{text}");
+    assert!(text.contains("whole migration, from a live QEMU 10.0.2 source: recoverable: the destination died of SIGBUS at RAM load; the guest keeps running on the source"), "{text}");
     let (code, text) = run(&["--backend", "hugetlbfs", "--capacity", "9124M"]);
     assert_eq!(code, Some(0), "{text}");
     assert!(text.contains("verdict: safe"));
+    assert!(text.contains("whole migration, from a live QEMU 10.0.2 source: safe:"), "{text}");
     let (code, _) = run(&["--backend", "ramfs", "--capacity", "1G"]);
     assert_eq!(code, Some(2));
+}
+
+/// A restore that completes with plugged memory left unbacked (free page hinting kept 32 MiB
+/// out of the stream, prealloc off, no room left) is not safe: the guest's first write there
+/// is a SIGBUS (d71920d425's case 2). The whole-migration verdict says latent-crash.
+#[test]
+fn preflight_calls_a_restore_with_unbacked_plugged_memory_a_latent_crash() {
+    let f = tmp("preflight-latent.mig");
+    encode("hazards/latent-hinted-pages.toml", &f);
+    let out = Command::new(EXE).arg("preflight").arg(&f).args(["--backend", "tmpfs-file", "--capacity", "224M", "--prealloc", "off"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("outcome: completed"), "{text}");
+    assert!(text.contains("verdict: NOT SAFE: the restore completes, but plugged memory is left unbacked"), "{text}");
+    assert!(text.contains("latent-crash: the guest runs on the destination, but 32 MiB of its plugged memory is not populated"), "{text}");
+    let out = Command::new(EXE).args(["--format", "json", "preflight"]).arg(&f).args(["--backend", "tmpfs-file", "--capacity", "256M", "--prealloc", "off"]).output().unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["whole_migration"]["verdict"], "safe", "with room for the hinted pages too: {doc}");
+    assert_eq!(doc["whole_migration"]["source_status"], "completed");
+    assert_eq!(doc["safe"], true);
 }
 
 #[test]

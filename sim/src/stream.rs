@@ -10,12 +10,11 @@ use serde_json::{Map, Value};
 use vmemsim_model::config::HostFacts;
 use vmemsim_model::host::PageKind;
 use vmemsim_model::migration::destination::Destination;
-use vmemsim_model::migration::drive::feed;
 use vmemsim_model::migration::item::{EarlySection, Item, LateSection, PlugState};
 use vmemsim_model::wire::late::LateState;
 use vmemsim_model::wire::decode::{find_vmdesc, Decoder, Event};
 use vmemsim_model::wire::escaped;
-use vmemsim_model::{Backend, BackendKind, Bytes, Capacity, DeviceConfig, MachineType, Outcome, Plan, Variant, Vm, VmConfig};
+use vmemsim_model::{Backend, BackendKind, Bytes, Capacity, DeviceConfig, MachineType, Outcome, Variant, Vm, VmConfig};
 
 use crate::error::SimError;
 
@@ -219,6 +218,10 @@ fn plug_value(pci: &str, state: &PlugState) -> Value {
 #[derive(Clone, Debug)]
 pub struct Preflight {
     pub outcome: Outcome,
+    /// Where a live source of this stream ends when the destination does what `outcome` says
+    /// (QEMU's rules for the destination's release), and both sides together.
+    pub source: vmemsim_model::migration::source_fate::SourceFate,
+    pub judgement: vmemsim_model::migration::verdict::Judgement,
     /// Bytes of device memory the destination must be able to populate, and what it has.
     pub needed: Bytes,
     pub available: Option<Bytes>,
@@ -382,8 +385,9 @@ pub fn preflight_with(events: &[Event], dest: DestMemory, prealloc: bool, machin
         }
     }
     items.push(Item::Eof);
-    let restored = Destination::new(vm);
-    let outcome = feed(restored, &items, &Plan::default(), |_, _| {});
+    let (outcome, failed, unbacked) = restore(Destination::new(vm), &items);
+    let source = vmemsim_model::migration::source_fate::source_fate(&items, failed, &outcome, qemu);
+    let judgement = vmemsim_model::migration::verdict::judge(&outcome, &source, unbacked);
     let (available, mut report) = match &dest {
         DestMemory::One(backend) => {
             let available = backend.capacity.limit();
@@ -401,7 +405,22 @@ pub fn preflight_with(events: &[Event], dest: DestMemory, prealloc: bool, machin
     report += &format!("plugged virtio-mem memory in the stream: {}\n", Bytes(needed));
     let preallocs: Vec<bool> = vm_prealloc.clone();
     report += &format!("prealloc: {}\n", if preallocs.iter().all(|p| *p) { "on".to_string() } else if preallocs.iter().all(|p| !*p) { "off".to_string() } else { preallocs.iter().map(|p| if *p { "on" } else { "off" }).collect::<Vec<_>>().join(", ") });
-    Ok(Preflight { outcome, needed: Bytes(needed), available, report })
+    Ok(Preflight { outcome, source, judgement, needed: Bytes(needed), available, report })
+}
+
+/// The restore `feed` does, keeping what the whole-migration verdict needs: the index of the
+/// item the destination failed on, and after a completed restore its unbacked memory.
+fn restore(mut dest: Destination<vmemsim_model::ModelMemory>, items: &[Item]) -> (Outcome, Option<usize>, Option<vmemsim_model::migration::verdict::Unbacked>) {
+    for (i, item) in items.iter().enumerate() {
+        if let Err(outcome) = dest.apply(item) {
+            return (outcome, Some(i), None);
+        }
+    }
+    if let Err(outcome) = dest.run_guest(&[], &[]) {
+        return (outcome, None, None);
+    }
+    let unbacked = dest.unbacked();
+    (dest.finish(), None, Some(unbacked))
 }
 
 /// Parses `--backend KIND --capacity SIZE` into a backend.
