@@ -257,3 +257,49 @@ fn a_failed_preallocation_warns_once_per_process_not_per_device() {
     let warnings: Vec<&String> = v.lines.iter().filter(|l| l.contains("preallocating memory failed")).collect();
     assert_eq!(warnings, ["warning: qemu_prealloc_mem: preallocating memory failed: Bad address"]);
 }
+
+/// `virtio_mem_set_requested_size` accepts the whole region: only a size above it is refused.
+#[test]
+fn requested_size_may_be_the_whole_region() {
+    let mut v = vm();
+    v.devices[0].set_requested_size(Bytes::gib(1)).unwrap();
+    assert_eq!(v.devices[0].requested_size(), Bytes::gib(1));
+    assert_eq!(v.devices[0].usable_region_size(), Bytes::gib(1));
+}
+
+/// A guest range is plugged memory when every block it touches is plugged: ranges inside,
+/// at the edges of and across a plugged run of blocks 2 and 3.
+#[test]
+fn bytes_plugged_asks_every_block_the_range_touches() {
+    let mut v = vm();
+    assert_eq!(v.request(0, plug(2, 2), false), Response::Ack);
+    let d = &v.devices[0];
+    let m = |n: u64| Bytes(n * MIB2);
+    assert!(d.bytes_plugged(m(2), m(2)), "the two blocks exactly");
+    assert!(d.bytes_plugged(m(2), Bytes(4096)), "the first page of the run");
+    assert!(d.bytes_plugged(Bytes(4 * MIB2 - 4096), Bytes(4096)), "the last page of the run");
+    assert!(d.bytes_plugged(Bytes(3 * MIB2 - 4096), Bytes(8192)), "across the two plugged blocks");
+    assert!(!d.bytes_plugged(Bytes(2 * MIB2 - 4096), Bytes(4096)), "the page before the run");
+    assert!(!d.bytes_plugged(Bytes(4 * MIB2), Bytes(4096)), "the page after it");
+    assert!(!d.bytes_plugged(Bytes(4 * MIB2 - 4096), Bytes(8192)), "straddling its end");
+    assert!(!d.bytes_plugged(Bytes(2 * MIB2 - 4096), Bytes(8192)), "straddling its start");
+    assert!(!d.bytes_plugged(m(0), m(1)), "an unplugged block");
+}
+
+/// The late section's sizes replace the destination's own, and it is named after the device's
+/// PCI address as QEMU's `vmstate_register` does (`<pci>/virtio-mem`).
+#[test]
+fn late_section_sizes_and_name() {
+    let mut v = vm();
+    assert_eq!(v.devices[0].late_idstr(), "0000:00:03.0/virtio-mem");
+    v.devices[0].load_sizes(Bytes::mib(640), Bytes::mib(384));
+    assert_eq!((v.devices[0].usable_region_size(), v.devices[0].requested_size()), (Bytes::mib(640), Bytes::mib(384)));
+}
+
+/// The device's one-line summary, as the trace's set-up lines print it.
+#[test]
+fn summary_names_the_sizes_and_properties() {
+    let mut v = vm();
+    assert_eq!(v.request(0, plug(0, 2), false), Response::Ack);
+    assert_eq!(v.devices[0].summary(), "region 1 GiB, block 2 MiB, requested 256 MiB, plugged 4 MiB in 1 run(s), prealloc=false, early-migration=true");
+}
