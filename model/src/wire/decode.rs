@@ -237,6 +237,13 @@ impl<R: Read> Decoder<R> {
                         ty::CONFIGURATION => {
                             let len = self.be32("the machine type's length")? as usize;
                             let b = self.read_vec(len, "the machine type")?;
+                            // vmstate_configuration (migration/savevm.c) has subsections
+                            // (configuration/capabilities, /uuid, /target-page-bits) after the
+                            // name, with no footer: read those the description lists, in place.
+                            let subs = self.vmdesc.as_ref().and_then(|d| d.get("configuration")?.get("subsections").cloned());
+                            if let Some(subs) = subs {
+                                self.vmsd_body(&serde_json::json!({ "subsections": subs }), "configuration")?;
+                            }
                             Ok(Some(Event::Configuration { machine: String::from_utf8_lossy(&b).into_owned() }))
                         }
                         ty::COMMAND => {
