@@ -206,3 +206,29 @@ fn preflight_reads_an_old_machines_plug_state_from_the_late_section() {
     assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("Machine type received is 'pc-q35-7.1' and local is 'pc-q35-10.0'"), "{text}");
 }
+
+/// An excerpt of the stream QEMU 10.0.2 wrote for a pc-q35-10.0 machine (TCG, `-cpu qemu64`,
+/// one virtio-mem-pci device, `-nodefaults`, migrated with `migrate "exec:cat > FILE"` after
+/// `stop`): the header, the configuration section and ten FULL device sections as QEMU wrote
+/// them (cpu, kvm-tpr-opt, apic, PCIBUS, both dma, ioapic, vmmouse, ich9_ahci, ich9_smb), then
+/// EOF and the VM description with only their entries. `.analyze.json` is what QEMU's
+/// scripts/analyze-migration.py printed for it (re-serialized without indentation, order kept).
+const QEMU_DEVICES_EXCERPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/stream/pc-q35-10.0-devices.excerpt.mig");
+const QEMU_DEVICES_ANALYZED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/stream/pc-q35-10.0-devices.analyze.json");
+
+#[test]
+fn a_q35_streams_device_sections_analyze_as_qemus_analyzer_prints_them() {
+    // Compressed arrays of integers (cpu env.regs) and of structs (cpu env.segs, dma regs),
+    // nested structs (kvm-tpr-opt rom_state.up), unused buffers (ioapic), subsections, and the
+    // uncompressed array of port structs ich9_ahci's ahci.dev, each element a list entry.
+    let out = Command::new(EXE).arg("analyze").arg(QEMU_DEVICES_EXCERPT).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let want = std::fs::read_to_string(QEMU_DEVICES_ANALYZED).unwrap();
+    // Compared as text: the keys' order is part of the analyzer's output.
+    assert_eq!(serde_json::to_string(&got).unwrap(), want.trim_end());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains("(not described)") && !text.contains("(not decoded)"), "{text}");
+    let ports = &got["0000:00:1f.2/ich9_ahci (27)"]["ahci"]["dev"];
+    assert_eq!(ports.as_array().map(Vec::len), Some(6), "{ports}");
+}

@@ -68,14 +68,16 @@ fn a_second_ram_setup_is_refused_with_its_offset() {
 
 #[test]
 fn an_array_len_cannot_outgrow_its_section() {
-    // 1e18 elements of 0 bytes over a 4-byte section; and a fair array next to it.
-    let desc = r#"{"devices": [{"name": "huge", "instance_id": 0, "fields": [{"name": "a", "type": "uint8", "size": 4, "array_len": 1000000000000000000}]}, {"name": "fair", "instance_id": 0, "fields": [{"name": "b", "type": "uint16", "size": 4, "array_len": 2}]}]}"#;
+    // 1e18 elements over a 4-byte section; and a fair array next to it (`size` is one
+    // element's, vmsd_desc_field_end in migration/vmstate.c).
+    let desc = r#"{"devices": [{"name": "huge", "instance_id": 0, "fields": [{"name": "a", "type": "uint8", "size": 1, "array_len": 1000000000000000000}]}, {"name": "fair", "instance_id": 0, "fields": [{"name": "b", "type": "uint16", "size": 2, "array_len": 2}]}]}"#;
     let bytes = Bytes::header("pc-q35-9.2").device(60, "huge", &[1, 2, 3, 4]).device(61, "fair", &[0, 1, 0, 2]).end(Some(desc));
     let f = file("array-len.mig", &bytes);
     let (o, _) = run(&["analyze".as_ref(), f.as_os_str()], Duration::from_secs(30));
     assert!(o.status.success(), "{}", stderr(&o));
     let out = String::from_utf8_lossy(&o.stdout);
-    assert!(out.contains(r#""(not described)": "4 bytes""#), "{out}");
+    assert!(out.contains(r#""(not decoded)": "byte "#), "{out}");
+    assert!(out.contains("field 'a' of type 'uint8', found array_len 1000000000000000000 is more elements than the 4 bytes left in the section (section 'huge', 4 bytes from byte "), "{out}");
     assert!(out.contains(r#""b": [
             "0x0001",
             "0x0002"

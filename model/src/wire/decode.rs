@@ -237,6 +237,13 @@ impl<R: Read> Decoder<R> {
                         ty::CONFIGURATION => {
                             let len = self.be32("the machine type's length")? as usize;
                             let b = self.read_vec(len, "the machine type")?;
+                            // vmstate_configuration (migration/savevm.c) has subsections
+                            // (configuration/capabilities, /uuid, /target-page-bits) after the
+                            // name, with no footer: read those the description lists, in place.
+                            let subs = self.vmdesc.as_ref().and_then(|d| d.get("configuration")?.get("subsections").cloned());
+                            if let Some(subs) = subs {
+                                self.vmsd_body(&serde_json::json!({ "subsections": subs }), "configuration")?;
+                            }
                             Ok(Some(Event::Configuration { machine: String::from_utf8_lossy(&b).into_owned() }))
                         }
                         ty::COMMAND => {
@@ -423,18 +430,14 @@ impl<R: Read> Decoder<R> {
             }
             None => self.until_footer(section, at, &idstr)?,
         };
-        let fields = desc
-            .and_then(|d| {
-                let mut sub = Decoder::new(std::io::Cursor::new(&body), None);
-                sub.limit = Some(body.len() as u64);
-                let fields = sub.vmsd_body(&d).ok()?;
-                (sub.offset == body.len() as u64).then_some(fields)
-            })
-            .unwrap_or_else(|| {
+        let fields = match desc {
+            Some(d) => described_fields(&d, &body, body_start, &idstr),
+            None => {
                 let mut m = Map::new();
                 m.insert("(not described)".into(), Value::from(format!("{} bytes", body.len())));
                 m
-            });
+            }
+        };
         if is_late {
             // Without this device's early section the plug state is here
             // (virtio_mem_vmstate_field_exists, hw/virtio/virtio-mem.c): a mistake in it is an
@@ -477,76 +480,155 @@ impl<R: Read> Decoder<R> {
         }
     }
 
-    /// A VMSD's fields and subsections, as analyze-migration.py prints them.
-    fn vmsd_body(&mut self, desc: &Value) -> Result<Map<String, Value>, WireError> {
+    /// A VMSD's fields and subsections, as analyze-migration.py prints them; `path` names the
+    /// enclosing fields for errors.
+    fn vmsd_body(&mut self, desc: &Value, path: &str) -> Result<Map<String, Value>, WireError> {
         let mut out = Map::new();
         for f in desc.get("fields").and_then(Value::as_array).into_iter().flatten() {
-            let name = f.get("name").and_then(Value::as_str).unwrap_or("?").to_string();
-            let value = self.field(f)?;
-            out.insert(name, value);
+            let name = f.get("name").and_then(Value::as_str).unwrap_or("?");
+            let full = if path.is_empty() { name.to_string() } else { format!("{path}.{name}") };
+            // A compressed array (`array_len`, vmsd_desc_field_start in migration/vmstate.c) is
+            // its element's description written once: `size` is one element's bytes
+            // (vmsd_desc_field_end), and analyze-migration.py reads it `array_len` times.
+            let n = f.get("array_len").and_then(Value::as_u64).unwrap_or(1).max(1);
+            if let Some(left) = self.left().filter(|left| n > 1 && n > *left) {
+                return Err(self.field_error(self.offset, &full, f, format!("array_len {n} is more elements than the {left} bytes left in the section")));
+            }
+            for _ in 0..n {
+                let at = self.offset;
+                let value = self.element(f, &full)?;
+                if n > 1 && self.offset == at {
+                    return Err(self.field_error(at, &full, f, format!("array_len {n} of elements that hold no bytes")));
+                }
+                put(&mut out, name, value);
+            }
         }
         for sub in desc.get("subsections").and_then(Value::as_array).into_iter().flatten() {
+            // vmstate_subsection_save: 0x05, the counted name, be32 version, then the body.
             let at = self.offset;
             let t = self.u8("a subsection (0x05)")?;
             if t != ty::SUBSECTION {
-                return Err(self.unexpected(at, "a subsection (0x05)", format!("byte {t:#04x}")));
+                let what = sub.get("vmsd_name").and_then(Value::as_str).unwrap_or("?");
+                return Err(self.unexpected(at, &format!("subsection '{}' (0x05) after {}", escaped(what), if path.is_empty() { "the section's fields".to_string() } else { format!("the fields of '{}'", escaped(path)) }), format!("byte {t:#04x}")));
             }
             let name = self.counted("a subsection name")?;
             let _version = self.be32("a subsection version")?;
-            let body = self.vmsd_body(sub)?;
+            let body = self.vmsd_body(sub, &name)?;
+            // analyze-migration.py assigns the subsection by name (an earlier field of that name
+            // keeps its place and takes the subsection's value).
             out.insert(name, Value::Object(body));
         }
         Ok(out)
     }
 
-    /// An `array_len` field: at most one element per byte left, and every element must read at
-    /// least one byte, so a description cannot make the decoder work beyond the input's size.
-    fn array(&mut self, f: &Value, n: u64, size: u64) -> Result<Value, WireError> {
-        let name = || escaped(f.get("name").and_then(Value::as_str).unwrap_or("?"));
-        if let Some(left) = self.left().filter(|left| n > *left) {
-            return Err(self.unexpected(self.offset, &format!("at most {left} elements in field '{}' (the bytes left in the section)", name()), format!("array_len {n}")));
-        }
-        let mut elem = f.clone();
-        elem.as_object_mut().expect("an object").remove("array_len");
-        elem["size"] = Value::from(size / n);
-        let mut out = Vec::new();
-        for _ in 0..n {
-            let at = self.offset;
-            out.push(self.field(&elem)?);
-            if self.offset == at {
-                return Err(self.unexpected(at, &format!("elements of field '{}' that hold at least one byte", name()), format!("array_len {n} over {size} bytes")));
-            }
-        }
-        Ok(Value::Array(out))
+    /// An error inside field `path` of type `f["type"]`, at `at` (offset in the section's bytes).
+    fn field_error(&self, at: u64, path: &str, f: &Value, message: String) -> WireError {
+        let kind = f.get("type").and_then(Value::as_str).unwrap_or("(no type)");
+        WireError::Unexpected { offset: at, expected: format!("field '{}' of type '{}'", escaped(path), escaped(kind)), found: message }
     }
 
-    fn field(&mut self, f: &Value) -> Result<Value, WireError> {
-        let size = f.get("size").and_then(Value::as_u64).unwrap_or(0);
+    /// One element of field `f`, read by analyze-migration.py's reader for its type
+    /// (`vmsd_field_readers`; a type it does not list is read as hex bytes, VMSDFieldGeneric).
+    fn element(&mut self, f: &Value, path: &str) -> Result<Value, WireError> {
         let kind = f.get("type").and_then(Value::as_str).unwrap_or("");
-        if let Some(n) = f.get("array_len").and_then(Value::as_u64).filter(|n| *n > 0) {
-            return self.array(f, n, size);
-        }
-        if kind == "struct" {
-            let inner = f.get("struct").cloned().unwrap_or(Value::Null);
-            return self.vmsd_body(&inner).map(Value::Object);
-        }
-        let b = self.read_vec(size as usize, &format!("field '{}' ({size} bytes)", f.get("name").and_then(Value::as_str).unwrap_or("?")))?;
-        let int = b.iter().fold(0u128, |a, x| a << 8 | *x as u128);
-        Ok(match kind {
-            k if k.starts_with("uint") && (1..=8).contains(&size) => Value::from(format!("0x{:0width$x}", int, width = 2 * size as usize)),
-            k if k.starts_with("int") && (1..=8).contains(&size) => {
-                let bits = 8 * size as u32;
-                let signed = if int >> (bits - 1) & 1 == 1 { int as i128 - (1i128 << bits) } else { int as i128 };
-                if signed < 0 {
-                    Value::from(format!("0x{:0width$x} ({signed})", int, width = 2 * size as usize))
-                } else {
-                    Value::from(format!("0x{:0width$x}", int, width = 2 * size as usize))
-                }
+        let at = self.offset;
+        match kind {
+            // VMSDFieldStruct: the struct's fields and subsections, in place.
+            "struct" => {
+                let inner = f.get("struct").filter(|s| s.get("fields").is_some()).ok_or_else(|| self.field_error(at, path, f, "a struct without \"struct\": {\"fields\": ...} in the VM description".into()))?;
+                return self.vmsd_body(inner, path).map(Value::Object);
             }
-            "bool" => Value::from(int != 0),
+            // VMSDFieldCap (the configuration section): a counted string.
+            "capability" => return self.counted(&format!("capability '{}'", escaped(path))).map(Value::from),
+            _ => {}
+        }
+        let size = f.get("size").and_then(Value::as_u64).ok_or_else(|| self.field_error(at, path, f, "no \"size\" in the VM description".into()))?;
+        if let Some(left) = self.left().filter(|left| size > *left) {
+            return Err(self.field_error(at, path, f, format!("{size} bytes, more than the {left} left in the section")));
+        }
+        let len = usize::try_from(size).map_err(|_| self.field_error(at, path, f, format!("{size} bytes")))?;
+        let b = self.read_vec(len, &format!("field '{}' of type '{}' ({size} bytes)", escaped(path), escaped(kind)))?;
+        let signed = match kind {
+            "int8" | "int16" | "int32" | "int32 equal" | "int32 le" | "int64" | "int64 equal" | "uint8 equal" | "uint16 equal" => Some(true),
+            "uint8" | "uint16" | "uint32" | "uint32 equal" | "uint64" => Some(false),
+            _ => None,
+        };
+        Ok(match (kind, signed) {
+            // VMSDFieldBool: the first byte.
+            ("bool", _) => Value::from(*b.first().ok_or_else(|| self.field_error(at, path, f, "a bool of 0 bytes".into()))? != 0),
+            // VMSDFieldNull (VMSTATE_NULLPTR_MARKER, vmstate_info_nullptr): the byte '0'.
+            ("nullptr", _) => {
+                if b != b"0" {
+                    return Err(self.field_error(at, path, f, format!("bytes {} where a null pointer marker is the byte 0x30", hex(&b))));
+                }
+                Value::from("nullptr")
+            }
+            // VMSDFieldInt / VMSDFieldUInt: big-endian (also "int32 le", which the script reads
+            // big-endian too), `0x` and two digits a byte, a negative signed value followed by
+            // its decimal.
+            (_, Some(signed)) => int_text(&b, signed).ok_or_else(|| self.field_error(at, path, f, format!("an integer of {size} bytes")))?.into(),
             _ => Value::from(hex(&b)),
         })
     }
+}
+
+/// Adds one element to a struct as VMSDFieldStruct.read does: a second element of a name
+/// makes a list of the two, later ones are appended (compressed and uncompressed arrays alike).
+fn put(out: &mut Map<String, Value>, name: &str, value: Value) {
+    match out.get_mut(name) {
+        None => {
+            out.insert(name.to_string(), value);
+        }
+        Some(Value::Array(list)) => list.push(value),
+        Some(old) => {
+            let first = std::mem::take(old);
+            *old = Value::Array(vec![first, value]);
+        }
+    }
+}
+
+/// VMSDFieldInt's text of big-endian `b`: `0x` and two hex digits a byte; a negative signed
+/// value adds ` (<decimal>)`. `None` for 0 bytes or a negative value wider than 16 bytes.
+fn int_text(b: &[u8], signed: bool) -> Option<String> {
+    if b.is_empty() {
+        return None;
+    }
+    let digits: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    if !signed || b[0] & 0x80 == 0 {
+        return Some(format!("0x{digits}"));
+    }
+    if b.len() > 16 {
+        return None;
+    }
+    // Sign-extended: start from all ones, shift each byte in.
+    let mut v: i128 = -1;
+    for x in b {
+        v = v.checked_mul(256)?.checked_add(i128::from(*x))?;
+    }
+    Some(format!("0x{digits} ({v})"))
+}
+
+/// A section's `body` (from stream byte `start`) read with its VM description entry `desc`, as
+/// analyze-migration.py's VMSDSection reads it. A body that does not decode, or has bytes
+/// left after the description's fields, is one `"(not decoded)"` entry naming the field, its
+/// type and the byte where decoding stopped.
+fn described_fields(desc: &Value, body: &[u8], start: u64, idstr: &str) -> Map<String, Value> {
+    let mut sub = Decoder::new(std::io::Cursor::new(body), None);
+    sub.limit = Some(body.len() as u64);
+    let why = match sub.vmsd_body(desc, "") {
+        Ok(fields) if sub.offset == body.len() as u64 => return fields,
+        Ok(_) => format!(
+            "byte {}: the VM description's fields end {} bytes before the end of section '{}' ({} bytes)",
+            start.saturating_add(sub.offset),
+            body.len() as u64 - sub.offset,
+            escaped(idstr),
+            body.len()
+        ),
+        Err(e) => format!("{} (section '{}', {} bytes from byte {start})", e.shifted(start), escaped(idstr), body.len()),
+    };
+    let mut m = Map::new();
+    m.insert("(not decoded)".into(), Value::from(why));
+    m
 }
 
 /// The byte count of a description whose only field is `VMSTATE_VIRTIO_DEVICE`

@@ -81,3 +81,20 @@ pub enum WireError {
     #[error("reading the stream: {0}")]
     Io(String),
 }
+
+impl WireError {
+    /// The error with its byte offset moved by `by`: an error of a sub-decoder over one
+    /// section's bytes, placed in the whole stream.
+    pub fn shifted(self, by: u64) -> WireError {
+        let mv = |o: u64| o.saturating_add(by);
+        match self {
+            WireError::Truncated { offset, expected } => WireError::Truncated { offset: mv(offset), expected },
+            WireError::Unexpected { offset, expected, found } => WireError::Unexpected { offset: mv(offset), expected, found },
+            WireError::UnknownSection { offset, idstr } => WireError::UnknownSection { offset: mv(offset), idstr },
+            WireError::Repeated { offset, idstr, instance, why } => WireError::Repeated { offset: mv(offset), idstr, instance, why },
+            WireError::InSection { offset, idstr, message } => WireError::InSection { offset: mv(offset), idstr, message },
+            WireError::BadJson { offset, message } => WireError::BadJson { offset: mv(offset), message },
+            WireError::Io(m) => WireError::Io(m),
+        }
+    }
+}
