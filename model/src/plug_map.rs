@@ -178,6 +178,16 @@ mod tests {
         BlockRun { first: BlockIndex(first), count: BlockCount(count) }
     }
 
+    #[test]
+    fn length_and_emptiness() {
+        let mut m = PlugMap::new(BlockCount(7));
+        assert_eq!(m.len(), BlockCount(7));
+        assert!(m.none_plugged());
+        m.set(run(2, 3), true);
+        assert!(!m.none_plugged());
+        assert_eq!(m.plugged_blocks(), BlockCount(3));
+    }
+
     /// The word-wise scan against a bit-by-bit one, on patterns that cross word edges.
     #[test]
     fn from_bitmap_matches_a_bit_by_bit_scan() {

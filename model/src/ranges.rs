@@ -150,6 +150,18 @@ impl RangeSet {
 mod tests {
     use super::*;
 
+    /// Removing the tail or the head of a run leaves one run, never an empty one beside it.
+    #[test]
+    fn remove_at_a_runs_edge_leaves_no_empty_run() {
+        let mut r = RangeSet::new();
+        r.insert(0, 10);
+        assert_eq!(r.remove(5, 10), 5);
+        assert_eq!(r.iter().collect::<Vec<_>>(), vec![(0, 5)]);
+        assert_eq!(r.remove(0, 2), 2);
+        assert_eq!(r.iter().collect::<Vec<_>>(), vec![(2, 5)]);
+        assert_eq!(r.runs(), 1);
+    }
+
     #[test]
     fn insert_merges_and_counts_new_bytes() {
         let mut r = RangeSet::new();
