@@ -208,8 +208,7 @@ fn drain(run: &mut Run, dest: &mut Destination<ModelMemory>, at: DrainPoint) {
     let drains = b.drains.iter().filter(|(p, _)| *p == at).map(|(_, b)| *b);
     // The competitor takes from the first limit the first device's memdev draws from: the
     // older form's one capacity, or (per memdev) its mount, cgroup or huge page pool.
-    let memory = &b.destination.memory;
-    let target = b.destination.devices.first().and_then(|d| memory.first_limit_of(&d.memdev));
+    let target = competitor_target(b);
     for bytes in drains {
         let Some(limit) = target else {
             run.log(Step::CompetitorNoLimit { asked: bytes, at });
@@ -218,6 +217,20 @@ fn drain(run: &mut Run, dest: &mut Destination<ModelMemory>, at: DrainPoint) {
         let took = dest.vm_mut().host.drain_pool(vmemsim_model::ModelMemory::pool_of(limit), bytes);
         let limit = u16::try_from(limit.0).expect("a scenario has fewer than 65536 limits");
         run.log(Step::Competitor { took, limit, at });
+    }
+}
+
+/// The limit the competitor takes from: the first limit the first device's memdev draws from
+/// (the older form's one capacity, or per memdev its mount, cgroup or huge page pool).
+pub fn competitor_target(b: &Built) -> Option<vmemsim_model::LimitId> {
+    b.destination.devices.first().and_then(|d| b.destination.memory.first_limit_of(&d.memdev))
+}
+
+/// How a trace line or a refusal names a limit of the destination.
+pub fn limit_name(kind: &vmemsim_model::LimitKind) -> String {
+    match kind {
+        vmemsim_model::LimitKind::OneBackend => "the destination's pool".to_string(),
+        other => other.describe(),
     }
 }
 

@@ -307,10 +307,7 @@ pub fn render(b: &Built, t: &Trace, violations: &[crate::Violation], outcome: &v
                 Step::ResizeRefused { side, text } => (side.name(), format!("manager refused: {}", t.texts[text as usize])),
                 Step::CompetitorNoLimit { asked, at } => ("competitor", format!("finds no limit to take {asked} from at {at:?}")),
                 Step::Competitor { took, limit, at } => {
-                    let what = match &b.destination.memory.limits[usize::from(limit)].kind {
-                        vmemsim_model::LimitKind::OneBackend => "the destination's pool".to_string(),
-                        other => other.describe(),
-                    };
+                    let what = crate::engine::limit_name(&b.destination.memory.limits[usize::from(limit)].kind);
                     ("competitor", format!("takes {took} from {what} at {at:?}"))
                 }
                 Step::MigrationStarts => ("source", "migration starts".to_string()),

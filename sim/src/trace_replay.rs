@@ -89,9 +89,7 @@ pub fn replay<H: HostMemory>(b: &Built, sim: &Sim, host: &mut dyn Host<H>) -> Re
                     divergences.push(format!("step {i}: requested-size {size} refused on the destination ({err}), taken in the simulation"));
                 }
             }
-            Step::ResizeRefused { side, .. } if side_events(side) => {
-                // The refusal does not depend on memory: the simulated run's refusal stands.
-            }
+            // A refused resize does not depend on memory; the source side stays simulated.
             Step::Guest { .. } | Step::Resize { .. } | Step::ResizeRefused { .. } => {}
             Step::Competitor { took, limit, .. } => {
                 let d = dest.as_mut().expect("a competitor strikes during an attempt");

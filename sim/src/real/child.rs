@@ -213,9 +213,7 @@ impl Host<RealMemory> for RealHost<'_> {
     }
 
     fn compete(&mut self, _dest: &mut Destination<RealMemory>, limit: u16, bytes: Bytes) -> Result<Bytes, String> {
-        let memory = &self.built.destination.memory;
-        // The older form's one backend has its mount under no limit id.
-        let key = if memory.single_backend().is_some() { None } else { Some(vmemsim_model::LimitId(usize::from(limit))) };
+        let key = super::parent::mount_key(self.built, vmemsim_model::LimitId(usize::from(limit)));
         let Some((_, dir)) = self.places.mounts.iter().find(|(l, _)| *l == key) else {
             // An unlimited backend: nothing to take from, as in the model (its pool has no end).
             return Ok(bytes);

@@ -130,6 +130,16 @@ pub fn drained(b: &Built) -> u64 {
     b.drains.iter().map(|(_, bytes)| bytes.0).fold(0, u64::saturating_add)
 }
 
+/// The key of a limit's private mount in a real run: the older form's one backend has its
+/// mount under no limit id, the per-memdev form under the limit's.
+pub fn mount_key(b: &Built, limit: LimitId) -> Option<LimitId> {
+    if b.destination.memory.single_backend().is_some() {
+        None
+    } else {
+        Some(limit)
+    }
+}
+
 /// The page size of the mount a real run makes for a limit (`None`: the older form's one
 /// backend): what a competitor allocates at a time there.
 pub fn limit_page(b: &Built, key: Option<LimitId>) -> Bytes {
@@ -149,19 +159,14 @@ pub fn fits_within(b: &Built, budget: u64) -> Result<Needs, String> {
     // The competitor takes from the first limit of the first device's memdev (as the engine's
     // `drain`): on real memory, a mount of the run's own.
     if !b.drains.is_empty() {
-        let memory = &b.destination.memory;
-        let target = b.destination.devices.first().and_then(|d| memory.first_limit_of(&d.memdev));
-        if let Some(t) = target {
-            let limit = &memory.limits[t.0];
-            let key = if memory.single_backend().is_some() { None } else { Some(t) };
+        if let Some(t) = crate::engine::competitor_target(b) {
+            let limit = &b.destination.memory.limits[t.0];
+            let key = mount_key(b, t);
             let mounted = needs.mounts.iter().any(|(l, _)| *l == key);
             if !mounted && limit.capacity.limit().is_some() {
                 return Err(format!(
                     "the competitor takes from {}, which a real run cannot hand it alone: the host's free huge pages and cgroups are shared with other processes; put the limit on a mount (a size= quota)",
-                    match limit.kind {
-                        vmemsim_model::LimitKind::OneBackend => "the destination's pool".to_string(),
-                        ref k => k.describe(),
-                    }
+                    crate::engine::limit_name(&limit.kind)
                 ));
             }
         }
