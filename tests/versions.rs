@@ -18,6 +18,19 @@ fn on(rel: &str, qemu: &str) -> Sim {
 }
 
 #[test]
+fn the_vmm_field_runs_both_sides_on_its_release() {
+    // `vmm = "qemu-X"` is the same run as `source.qemu = "X"` with no destination release.
+    for qemu in ["9.2.4", "10.0.2", "10.2.2"] {
+        let mut l = load(&common::scenario("conformance/postcopy-short.toml")).unwrap();
+        l.scenario.vmm = Some(toml::Spanned::new(0..0, format!("qemu-{qemu}").parse().unwrap()));
+        let by_vmm = run(&l).unwrap();
+        let by_source = on("conformance/postcopy-short.toml", qemu);
+        assert_eq!(by_vmm.trace_hash, by_source.trace_hash, "{qemu}");
+        assert_eq!((by_vmm.judgement.verdict, by_vmm.source.status.name()), (by_source.judgement.verdict, by_source.source.status.name()), "{qemu}");
+    }
+}
+
+#[test]
 fn postcopy_started_at_once_on_a_short_destination_loses_the_guest_until_10_2() {
     for (qemu, verdict, status) in [
         ("8.2.0", Verdict::VmLost, "postcopy-paused"),

@@ -21,6 +21,7 @@ pub mod request;
 pub mod units;
 pub mod variant;
 pub mod vm;
+pub mod vmm;
 pub mod wire;
 
 pub use backend::{Backend, BackendKind, Capacity, DiscardMethod};

@@ -347,6 +347,7 @@ fn generate_default(seed: u64, variant: Variant) -> Scenario {
         description: format!("faults: {}", faults.iter().map(|f| f.name()).collect::<Vec<_>>().join(", ")),
         seed,
         variant,
+        vmm: None,
         source: SideSpec {
             qemu: None,
             machine: spanned(machine.to_string()),

@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
+use vmemsim_model::vmm::Vmm;
 use vmemsim_model::{BackendKind, Bytes, Gpa, QemuVersion, Variant};
 
 fn is_default<T: Default + PartialEq>(v: &T) -> bool {
@@ -26,6 +27,10 @@ pub struct Scenario {
     /// The model variant under test (default: faithful QEMU 8.0+).
     #[serde(default, skip_serializing_if = "is_default")]
     pub variant: Variant,
+    /// The VMM of both sides: `qemu-X.Y.Z` (the default, QEMU 10.0.2; the same as
+    /// `source.qemu`), `cloud-hypervisor-vX.Y` or `firecracker-vX.Y.Z`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vmm: Option<Spanned<Vmm>>,
     pub source: SideSpec,
     pub destination: DestinationSpec,
     #[serde(rename = "device", default)]
