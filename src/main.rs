@@ -27,6 +27,7 @@ macro_rules! out_raw {
 
 mod around_cmd;
 mod campaign_cmd;
+mod diff_cmd;
 mod format;
 mod import_cmd;
 mod merge_cmd;
@@ -287,6 +288,17 @@ enum Command {
     /// Repair what interrupted or killed runs left on this host (huge pages, mounts, folders,
     /// processes), and say what was repaired.
     Cleanup,
+    /// The same scenarios on several VMM profiles (QEMU releases, Cloud Hypervisor, Firecracker):
+    /// outcomes and verdicts side by side; exit 1 when the profiles' verdicts differ or one breaks a
+    /// VMM-neutral property.
+    Diff {
+        /// Scenario files (TOML).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Profiles, comma-separated (default: qemu-10.0.2,cloud-hypervisor-v53.0,firecracker-v1.16.1).
+        #[arg(long)]
+        vmm: Option<String>,
+    },
     /// Combine the `--format json` documents of a campaign's shards (`--shard i/n`, all n of
     /// them, same --runs, --seed, --variant, --qemu) into the report one run of it prints.
     Merge {
@@ -317,6 +329,7 @@ fn command_name(c: &Command) -> &'static str {
         Command::Competitor { .. } => "__competitor",
         Command::Cleanup => "cleanup",
         Command::Merge { .. } => "merge",
+        Command::Diff { .. } => "diff",
         Command::Prealloc(_) => "prealloc",
     }
 }
@@ -366,6 +379,7 @@ fn main() -> ExitCode {
         }
         Command::Cleanup => real_cmd::cleanup(format),
         Command::Merge { files } => merge_cmd::run(files, format),
+        Command::Diff { files, vmm } => diff_cmd::run(&files, vmm.as_deref(), format),
         Command::Prealloc(args) => prealloc_cmd::run(args, format.json()),
         Command::Replay { files, trace, junit, accept } => run_cmd::replay(run_cmd::ReplayArgs { files, trace, junit, accept }, format),
         Command::Check { file } => run_cmd::check(&file, format),

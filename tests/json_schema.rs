@@ -36,6 +36,7 @@ fn kind(doc: &Value) -> &'static str {
         ("import", _) => "import",
         ("cleanup", _) => "cleanup",
         ("prealloc", _) => "prealloc",
+        ("diff", _) => "diff",
         (other, _) => panic!("a document of an unknown command {other:?}: {doc}"),
     }
 }
@@ -225,4 +226,17 @@ fn host_commands() {
     assert_eq!((code, doc["ok"].as_bool()), (0, Some(true)), "{doc}");
     let (doc, code) = checked(&["run", path(&common::scenario("real/private-anonymous-hints.toml")), "--backend", "real"]);
     assert_eq!((code, doc["agree"].as_bool()), (0, Some(true)), "{doc}");
+}
+
+#[test]
+fn diff_documents() {
+    let finding = common::scenario("profiles/firecracker/lowered-request-breaks-driver.toml");
+    let postcopy = common::scenario("conformance/postcopy-short.toml");
+    let (doc, code) = checked(&["diff", path(&finding), path(&postcopy)]);
+    assert_eq!(code, 1, "a property is broken: {doc}");
+    assert_eq!(doc["vmms"], serde_json::json!(["qemu-10.0.2", "cloud-hypervisor-v53.0", "firecracker-v1.16.1"]));
+    assert_eq!(doc["scenarios"][1]["profiles"][2]["outcome"], Value::Null, "firecracker has no postcopy: {doc}");
+    let (doc, code) = checked(&["diff", path(&finding), "--vmm", "cloud-hypervisor-v54.0"]);
+    assert_eq!(code, 2);
+    assert!(doc["error"].as_str().unwrap().contains("cloud-hypervisor-v53.0"), "{doc}");
 }

@@ -396,3 +396,14 @@ fn plugged_runs_with_holes_are_preallocated_run_by_run() {
     assert_eq!(d.plugged_runs().len(), 4);
     assert_eq!(dest.vm().host.populated(d.ram_block(), Bytes::ZERO, Bytes::gib(1)), Bytes::mib(40));
 }
+
+#[test]
+fn postcopy_onto_a_regular_file_is_refused_at_advise() {
+    let s = Setup { kind: BackendKind::RegularFile, prealloc: false, ..Setup::default() };
+    let o = outcome(&s, &postcopy(0));
+    assert_eq!((o.class(), o.stage()), (OutcomeClass::Failed, Some(&Stage::Advise)), "{o}");
+    assert_eq!(o.lines()[0], "Postcopy is not supported on regular-file memory");
+    // tmpfs can be registered with userfaultfd: the same stream passes advise.
+    let s = Setup { kind: BackendKind::TmpfsFile, prealloc: false, ..Setup::default() };
+    assert_ne!(outcome(&s, &postcopy(0)).stage(), Some(&Stage::Advise));
+}

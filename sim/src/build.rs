@@ -415,13 +415,13 @@ pub fn build(l: &Loaded) -> Result<Built, SimError> {
 
 /// Both sides' QEMU releases: `vmm = "qemu-X"` names both, `source.qemu` and
 /// `destination.qemu` each side. Cloud Hypervisor and Firecracker names parse (their releases
-/// are checked) but their request and migration rules are not modelled yet: refused here.
+/// are checked); their rules run in `profile_run`, through `vmemsim diff`: refused here.
 fn qemu_versions(l: &Loaded) -> Result<(QemuProfile, QemuProfile), SimError> {
     let s = &l.scenario;
     let vmm_qemu = s.vmm.as_ref().map(|v| (v.span().start, v.get_ref().qemu()));
     if let Some((at, None)) = vmm_qemu {
         let name = s.vmm.as_ref().map(|v| *v.get_ref()).unwrap_or_default();
-        return Err(l.invalid(at, "vmm", format!("the {} profile's request and migration rules are not modelled yet (only the Linux driver's side is): write vmm = \"qemu-X.Y.Z\" or leave vmm out", name.family())));
+        return Err(l.invalid(at, "vmm", format!("run, check and replay use QEMU's engine: compare the {name} profile with `vmemsim diff FILE --vmm {name}`, or write vmm = \"qemu-X.Y.Z\" or leave vmm out")));
     }
     if let Some((at, _)) = vmm_qemu {
         for (given, field) in [(s.source.qemu.is_some(), "source.qemu"), (s.destination.qemu.is_some(), "destination.qemu")] {

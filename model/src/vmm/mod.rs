@@ -1,10 +1,15 @@
 //! Which VMM runs both sides: QEMU (a release of the history in [`crate::profile`]), Cloud
 //! Hypervisor or Firecracker, each modelled from its own code (`other-vmms.md` and the files
 //! each rule cites). A rule that differs by VMM lives in that VMM's module, never behind a test
-//! of the name. So far the names and the guest driver's side are here; the scenario builder
-//! refuses a non-QEMU profile until its device and migration rules are.
+//! of the name: [`cloud_hypervisor`] and [`firecracker`] answer requests by their
+//! [`mem_state::DeviceRules`], [`other_migration`] fills their destinations, and
+//! [`guest_driver`] is the Linux driver's side of every profile.
 
+pub mod cloud_hypervisor;
+pub mod firecracker;
 pub mod guest_driver;
+pub mod mem_state;
+pub mod other_migration;
 
 use std::fmt;
 use std::str::FromStr;
@@ -45,7 +50,7 @@ pub enum Vmm {
     Firecracker(Tag),
 }
 
-/// The releases of Cloud Hypervisor the model has read (`cloud_hypervisor.rs` says what changes
+/// The releases of Cloud Hypervisor the model has read ([`cloud_hypervisor`] says what changes
 /// between them).
 pub const CLOUD_HYPERVISOR_TAGS: [Tag; 3] = [Tag::new(48, 0, 0), Tag::new(52, 0, 0), Tag::new(53, 0, 0)];
 /// The releases of Firecracker with virtio-mem (since v1.14.0, tracking issue #5348).
@@ -66,6 +71,15 @@ impl Vmm {
             Vmm::Qemu(_) => "qemu",
             Vmm::CloudHypervisor(_) => "cloud-hypervisor",
             Vmm::Firecracker(_) => "firecracker",
+        }
+    }
+
+    /// The request rules of a non-QEMU profile (QEMU's are [`crate::device::VirtioMem`]'s).
+    pub fn device_rules(self) -> Option<Box<dyn mem_state::DeviceRules>> {
+        match self {
+            Vmm::Qemu(_) => None,
+            Vmm::CloudHypervisor(tag) => Some(Box::new(cloud_hypervisor::CloudHypervisor { tag })),
+            Vmm::Firecracker(tag) => Some(Box::new(firecracker::Firecracker { tag })),
         }
     }
 
