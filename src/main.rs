@@ -32,6 +32,7 @@ mod format;
 mod import_cmd;
 mod merge_cmd;
 mod prealloc_cmd;
+mod profile_campaign_cmd;
 mod real_cmd;
 mod run_cmd;
 mod stream_cmd;
@@ -42,6 +43,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use format::Format;
+use vmemsim_model::vmm::Vmm;
 use vmemsim_model::Variant;
 use vmemsim_sim::campaign::{Options, Shard};
 
@@ -177,9 +179,10 @@ enum Command {
         /// Stop after this long (e.g. 30s, 2m).
         #[arg(long, value_parser = campaign_cmd::parse_duration)]
         time: Option<Duration>,
-        /// Where findings are written.
-        #[arg(long, default_value = "scenarios/found")]
-        found_dir: PathBuf,
+        /// Where findings are written (default scenarios/found; with --vmm
+        /// scenarios/profiles/<vmm family>).
+        #[arg(long)]
+        found_dir: Option<PathBuf>,
         /// Time budget for shrinking each finding.
         #[arg(long, value_parser = campaign_cmd::parse_duration, default_value = "10s")]
         shrink_time: Duration,
@@ -209,6 +212,11 @@ enum Command {
         /// 1,000 runs; the seeds it runs are plain seeds, each reproducible alone).
         #[arg(long, conflicts_with_all = ["shard", "show"])]
         guided: bool,
+        /// Run on a Cloud Hypervisor or Firecracker profile (e.g. cloud-hypervisor-v53.0): its
+        /// tables and VMM-neutral properties; findings go to scenarios/profiles/<vmm>/ unless
+        /// --found-dir is given.
+        #[arg(long, conflicts_with_all = ["around", "guided", "shard", "variant", "qemu", "save_hazards", "stop_on_finding", "show", "junit"])]
+        vmm: Option<Vmm>,
         /// With --around: the variant to print with --show.
         #[arg(long, requires = "around")]
         variant_index: Option<usize>,
@@ -387,10 +395,20 @@ fn main() -> ExitCode {
             let runs = usize::try_from(runs.unwrap_or(500)).unwrap_or(usize::MAX);
             around_cmd::run(around_cmd::Args { file, seed, runs, variant_index, show, format })
         }
-        Command::Campaign { runs, seed, threads, shard, variant, qemu, time, found_dir, shrink_time, no_shrink, save_hazards, stop_on_finding, show, junit, around: None, variant_index: _, guided } => {
+        Command::Campaign { vmm: Some(vmm), runs, seed, threads, time, found_dir, shrink_time, no_shrink, .. } => {
+            let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            let runs = if runs.is_none() && time.is_none() { Some(10_000) } else { runs };
+            if vmm.qemu().is_some() {
+                Err("--vmm names a Cloud Hypervisor or Firecracker profile; a QEMU campaign takes --qemu".to_string())
+            } else {
+                profile_campaign_cmd::run(profile_campaign_cmd::Args { vmm, seed, runs, threads, time, found_dir, shrink_time, shrink: !no_shrink, format })
+            }
+        }
+        Command::Campaign { runs, seed, threads, shard, variant, qemu, time, found_dir, shrink_time, no_shrink, save_hazards, stop_on_finding, show, junit, around: None, variant_index: _, guided, .. } => {
             let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
             let runs = if runs.is_none() && time.is_none() { Some(10_000) } else { runs };
             let options = Options { runs, seed, threads, shard, variant, qemu, time, stop_on_finding, guided, target: None };
+            let found_dir = found_dir.unwrap_or_else(|| PathBuf::from("scenarios/found"));
             campaign_cmd::run(campaign_cmd::Args { options, found_dir, shrink_time, shrink: !no_shrink, save_hazards, show, junit, format })
         }
     };

@@ -28,6 +28,7 @@ fn kind(doc: &Value) -> &'static str {
         ("campaign", _) => match doc["mode"].as_str() {
             Some("around") => "around",
             Some("around-show") => "around_show",
+            Some("profile") => "profile_campaign",
             _ => "campaign",
         },
         ("analyze", _) => "analyze",
@@ -236,6 +237,9 @@ fn diff_documents() {
     assert_eq!(code, 1, "a property is broken: {doc}");
     assert_eq!(doc["vmms"], serde_json::json!(["qemu-10.0.2", "cloud-hypervisor-v53.0", "firecracker-v1.16.1"]));
     assert_eq!(doc["scenarios"][1]["profiles"][2]["outcome"], Value::Null, "firecracker has no postcopy: {doc}");
+    let (doc, code) = checked(&["campaign", "--vmm", "firecracker-v1.16.1", "--seed", "27400", "--runs", "100", "--no-shrink"]);
+    assert_eq!(code, 1, "seed 27433 breaks driver-usable: {doc}");
+    assert_eq!(doc["properties"][1]["first_seed"], 27433);
     let (doc, code) = checked(&["diff", path(&finding), "--vmm", "cloud-hypervisor-v54.0"]);
     assert_eq!(code, 2);
     assert!(doc["error"].as_str().unwrap().contains("cloud-hypervisor-v53.0"), "{doc}");

@@ -20,6 +20,7 @@ pub mod hazards;
 pub mod import;
 pub mod load;
 pub mod oracle;
+pub mod profile_campaign;
 pub mod profile_run;
 pub mod properties;
 pub mod real;

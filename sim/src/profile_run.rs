@@ -52,6 +52,30 @@ struct Dev {
     /// The scenario's (QEMU's) block size over the profile's: a request of n QEMU blocks is
     /// n × scale of the profile's.
     scale: u64,
+    /// The largest requested size the driver can have read so far: a plug sent before a
+    /// resize that lowered it is still one the driver may legally have in flight.
+    requested_seen: Bytes,
+}
+
+impl Dev {
+    /// Whether the Linux driver could send `req` now: aligned, not empty, inside the usable
+    /// region it read, every block in the opposite state, and a plug within a requested size
+    /// it saw. Only answers to such requests count for `driver-usable`.
+    fn legal(&self, req: Request) -> bool {
+        let d = &self.state;
+        let inside = |addr: vmemsim_model::Gpa, nb: u16| {
+            let len = d.len_of(nb);
+            nb != 0 && addr.0.is_multiple_of(d.block_size.0) && addr.offset_from(d.addr).and_then(|o| o.checked_add(len)).is_some_and(|e| e <= d.usable_region_size)
+        };
+        match req {
+            Request::Plug { addr, nb_blocks } => {
+                inside(addr, nb_blocks) && d.all(d.run_of(addr, nb_blocks).1, false) && d.plugged_size.checked_add(d.len_of(nb_blocks)).is_some_and(|s| s <= self.requested_seen)
+            }
+            Request::Unplug { addr, nb_blocks } => inside(addr, nb_blocks) && d.all(d.run_of(addr, nb_blocks).1, true),
+            Request::UnplugAll => true,
+            Request::State { .. } => false,
+        }
+    }
 }
 
 /// One timed action: (time µs, order, device, a guest request or a requested-size change).
@@ -82,8 +106,9 @@ impl Side<'_> {
         let id = self.vm.devices[dev].id().to_string();
         let d = &mut self.devs[dev];
         if let Some(size) = size {
-            if let Err(e) = self.rules.set_requested_size(&mut d.state, size, self.migrating) {
-                self.notes.push(format!("at {t} µs the resize of {id} to {size} was refused: {e}"));
+            match self.rules.set_requested_size(&mut d.state, size, self.migrating) {
+                Ok(()) => d.requested_seen = d.requested_seen.max(size),
+                Err(e) => self.notes.push(format!("at {t} µs the resize of {id} to {size} was refused: {e}")),
             }
             return;
         }
@@ -91,6 +116,7 @@ impl Side<'_> {
         if d.broken {
             return;
         }
+        let legal = d.legal(req);
         let resp = self.rules.handle(&mut d.state, req, &mut self.vm.host, rb);
         if !d.state.consistent() {
             self.violations.push(("plugged-size-consistent", format!("after {req} → {resp}: plugged_size {} but the bitmap holds {}", d.state.plugged_size, d.state.plug.plugged_blocks().0)));
@@ -103,7 +129,9 @@ impl Side<'_> {
         };
         if reaction(errno(sent, resp)) == Reaction::Broken {
             d.broken = true;
-            self.violations.push(("driver-usable", format!("at {t} µs {id} answered {req} with {resp}: the Linux driver marks the device broken (-EINVAL) until the guest reboots")));
+            if legal {
+                self.violations.push(("driver-usable", format!("at {t} µs {id} answered {req}, a request the driver may send, with {resp}: the Linux driver marks the device broken (-EINVAL) until the guest reboots")));
+            }
         }
         if let (Request::Plug { addr, nb_blocks }, Response::Ack) = (req, resp) {
             let off = addr.offset_from(d.state.addr).expect("an ACKed plug lies in the region");
@@ -146,7 +174,8 @@ fn devices_from_source(b: &Built, make: impl Fn(&vmemsim_model::VirtioMem) -> Me
         if let Some(nb) = too_big {
             return Err(format!("device {}: a request of {nb} blocks of {qbs} is more than 65535 of the profile's {pbs} blocks", d.id()));
         }
-        devs.push(Dev { state, broken: false, scale });
+        let requested_seen = state.requested_size;
+        devs.push(Dev { state, broken: false, scale, requested_seen });
     }
     Ok(devs)
 }
@@ -187,6 +216,15 @@ fn cloud_hypervisor_run(l: &Loaded, b: &Built, tag: Tag) -> Result<ProfileRun, S
         }
         m.reserve = asked && rules.has_reserve();
         m.prealloc = false;
+    }
+    // `vm_receive_config` builds the destination from the source's `VmConfig`: the devices'
+    // properties are the source's, only the host's memory behind them is the destination's.
+    for (c, src) in dst.devices.iter_mut().zip(&b.source.devices) {
+        let before = (c.memaddr, c.region_size, c.requested_size, c.prealloc, c.node);
+        (c.memaddr, c.region_size, c.block_size, c.requested_size, c.prealloc, c.node) = (src.addr(), src.region_size(), Some(src.block_size()), src.requested_size(), src.prealloc(), src.node());
+        if before != (c.memaddr, c.region_size, c.requested_size, c.prealloc, c.node) {
+            notes.push(format!("device {}: the destination's own device properties are not used: cloud-hypervisor's destination takes the source's config (vm_receive_config)", c.id));
+        }
     }
     let prefault: Vec<bool> = dst.devices.iter().map(|d| d.prealloc).collect();
     for (d, p) in dst.devices.iter_mut().zip(&prefault) {

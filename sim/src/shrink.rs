@@ -242,6 +242,12 @@ pub fn shrink(s: &Scenario, p: Property, budget: Duration) -> Shrunk {
 /// Shrinks `s` while its run still shows `keep` (a property violation, a QEMU hazard), for at
 /// most `budget`.
 pub fn shrink_while(s: &Scenario, keep: &dyn Fn(&Sim) -> bool, budget: Duration) -> Shrunk {
+    shrink_scenario(s, &|c: &Scenario| still_shows(c, keep), budget)
+}
+
+/// Shrinks `s` while `keep` holds for the smaller scenario (any run of it: QEMU's engine or a
+/// profile's), for at most `budget`.
+pub fn shrink_scenario(s: &Scenario, keep: &dyn Fn(&Scenario) -> bool, budget: Duration) -> Shrunk {
     let start = Instant::now();
     let mut best = s.clone();
     let (mut steps, mut tries) = (0, 0);
@@ -252,7 +258,7 @@ pub fn shrink_while(s: &Scenario, keep: &dyn Fn(&Sim) -> bool, budget: Duration)
                 return Shrunk { scenario: best, steps, tries, elapsed: start.elapsed(), timed_out: true };
             }
             tries += 1;
-            if size(&c) < best_size && still_shows(&c, keep) {
+            if size(&c) < best_size && keep(&c) {
                 best = c;
                 steps += 1;
                 continue 'outer;
