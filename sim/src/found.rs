@@ -44,8 +44,6 @@ pub fn record(seed: u64, variant: Variant, qemu: QemuVersion, property: Property
     scenario = shrunk.scenario.clone();
     let b = build(&loaded(scenario.clone())).expect("a shrunk scenario builds: shrinking only accepts those that do");
     let sim = simulate(&b);
-    let mut violates: Vec<String> = sim.violations.iter().map(|v| v.property.name().to_string()).collect();
-    violates.sort();
     scenario.name = format!("found: {} under variant {} (seed {seed}, shrunk)", property.name(), variant.name());
     scenario.description = format!(
         "Found by `vmemsim campaign --variant {} --qemu {qemu} --seed {seed} --runs 1`, shrunk in {} steps from {} parts to {}. {}",
@@ -55,7 +53,17 @@ pub fn record(seed: u64, variant: Variant, qemu: QemuVersion, property: Property
         size(&scenario).0,
         sim.violations.iter().map(|v| format!("{}: {}.", v.property, v.detail)).collect::<Vec<_>>().join(" ")
     );
-    scenario.expect = Some(Spanned::new(
+    scenario.expect = Some(expect_of(&sim));
+    write_scenario(&path, &scenario)?;
+    Ok(Finding { seed, property, path, size_before, size_after: size(&scenario), shrunk })
+}
+
+/// The `[expect]` a recorded finding replays: the run's outcome, trace hash, violated properties
+/// (sorted) and verdict.
+pub fn expect_of(sim: &Sim) -> Spanned<Expect> {
+    let mut violates: Vec<String> = sim.violations.iter().map(|v| v.property.name().to_string()).collect();
+    violates.sort();
+    Spanned::new(
         0..0,
         Expect {
             outcome: sim.outcome.class().name().to_string(),
@@ -64,9 +72,7 @@ pub fn record(seed: u64, variant: Variant, qemu: QemuVersion, property: Property
             verdict: Some(sim.judgement.verdict.name().to_string()),
             ..Expect::default()
         },
-    ));
-    write_scenario(&path, &scenario)?;
-    Ok(Finding { seed, property, path, size_before, size_after: size(&scenario), shrunk })
+    )
 }
 
 /// A hazard of QEMU's own, found by a faithful campaign, shrunk and written as a scenario.

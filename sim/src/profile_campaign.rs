@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use toml::Spanned;
 use vmemsim_model::vmm::Vmm;
 use vmemsim_model::Variant;
 
@@ -19,7 +18,7 @@ use crate::campaign::{loaded, write_scenario};
 use crate::engine::simulate;
 use crate::gen::generate;
 use crate::profile_run::{run_profile, NEUTRAL};
-use crate::scenario::{Expect, Scenario};
+use crate::scenario::Scenario;
 use crate::shrink::{shrink_scenario, size};
 
 /// One seed on one profile.
@@ -147,8 +146,6 @@ pub fn record(seed: u64, vmm: Vmm, property: &'static str, dir: &Path, budget: D
     let run = run_profile(&l, &b, vmm).expect("the shrunk scenario still runs on the profile");
     let detail = run.violations.iter().find(|v| v.0 == property).map(|v| v.1.clone()).expect("still breaks the property");
     let sim = simulate(&b);
-    let mut violates: Vec<String> = sim.violations.iter().map(|v| v.property.name().to_string()).collect();
-    violates.sort();
     scenario.name = format!("found on {vmm}: {property} (seed {seed}, shrunk)");
     scenario.description = format!(
         "Found by `vmemsim campaign --vmm {vmm} --seed {seed} --runs 1`, shrunk in {} steps from {} parts to {}; `vmemsim diff FILE --vmm qemu-10.0.2,{vmm}` shows it. On {vmm}: {detail}. The [expect] is QEMU's run of the same scenario.",
@@ -156,16 +153,7 @@ pub fn record(seed: u64, vmm: Vmm, property: &'static str, dir: &Path, budget: D
         size(&first).0,
         size(&scenario).0,
     );
-    scenario.expect = Some(Spanned::new(
-        0..0,
-        Expect {
-            outcome: sim.outcome.class().name().to_string(),
-            trace_hash: Some(format!("{:016x}", sim.trace_hash)),
-            violates,
-            verdict: Some(sim.judgement.verdict.name().to_string()),
-            ..Expect::default()
-        },
-    ));
+    scenario.expect = Some(crate::found::expect_of(&sim));
     let path = dir.join(format!("{vmm}-{property}-seed{seed}.toml"));
     std::fs::create_dir_all(dir)?;
     write_scenario(&path, &scenario)?;
