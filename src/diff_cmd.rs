@@ -91,7 +91,7 @@ fn other_cell(l: &Loaded, vmm: Vmm) -> Cell {
         Ok(ProfileRun { outcome, verdict, reason, notes, violations, .. }) => {
             cell(vmm, &outcome, verdict, reason, notes, violations.into_iter().map(|(p, d)| format!("{p}: {d}")).collect())
         }
-        Err(why) => refused(vmm, why),
+        Err(why) => refused(vmm, why.why),
     }
 }
 

@@ -16,7 +16,7 @@ use vmemsim_sim::{build, load};
 fn on(rel: &str, vmm: &str) -> Result<ProfileRun, String> {
     let l = load(&common::scenario(rel)).unwrap();
     let b = build(&l).unwrap();
-    run_profile(&l, &b, vmm.parse().unwrap())
+    run_profile(&l, &b, vmm.parse().unwrap()).map_err(|r| r.why)
 }
 
 fn broken(r: &ProfileRun) -> Vec<&'static str> {
@@ -40,7 +40,7 @@ fn every_conformance_and_real_qemu_scenario_runs_on_every_profile_or_says_why() 
                     assert!(r.violations.iter().all(|v| NEUTRAL.contains(&v.0)));
                     assert_eq!(r.vmm, vmm);
                 }
-                Err(why) => assert!(why.len() > 20, "{}: {vmm} refused without a reason: {why:?}", path.display()),
+                Err(why) => assert!(why.why.len() > 20, "{}: {vmm} refused without a reason: {why:?}", path.display()),
             }
         }
     }

@@ -18,6 +18,10 @@ pub enum ModelError {
     /// memory failed: Bad address").
     #[error("{message}")]
     Backend { object: String, message: String },
+    /// The mmap of a memory backend failed (`qemu_ram_alloc_from_fd`, `qemu_anon_ram_alloc`):
+    /// QEMU refuses to start; `object` is the backend's `-object` option.
+    #[error("unable to map backing store for guest RAM: {errno}")]
+    Map { object: String, errno: crate::host::Errno },
     /// Setting `requested-size` at run time failed (`virtio_mem_set_requested_size`).
     #[error("qom-set {device} requested-size: {message}")]
     RequestedSize { device: String, message: String },

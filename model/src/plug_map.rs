@@ -71,6 +71,13 @@ impl PlugMap {
         }
     }
 
+    /// The number of blocks of the run in state `plugged` (`count_ones` over a slice).
+    pub fn count_in(&self, run: BlockRun, plugged: bool) -> BlockCount {
+        self.check(run);
+        let covered = self.plugged.covered(run.first.0, run.end());
+        BlockCount(if plugged { covered } else { run.count.0 - covered })
+    }
+
     /// Sets every block of the run to `plugged` (`bitmap_set` / `bitmap_clear`).
     pub fn set(&mut self, run: BlockRun, plugged: bool) {
         self.check(run);
@@ -243,6 +250,7 @@ mod tests {
         assert_eq!(m.plugged_blocks(), BlockCount(13));
         assert_eq!(m.plugged_runs().collect::<Vec<_>>(), vec![run(10, 2), run(14, 11)]);
         assert_eq!(m.unplugged_runs(), vec![run(0, 10), run(12, 2), run(25, 75)]);
+        assert_eq!((m.count_in(run(8, 8), true), m.count_in(run(8, 8), false)), (BlockCount(4), BlockCount(4)));
         m.clear();
         assert!(m.none_plugged());
         assert_eq!(m.unplugged_runs(), vec![run(0, 100)]);

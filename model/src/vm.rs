@@ -183,7 +183,7 @@ impl<H: HostMemory> Vm<H> {
 
 /// `qemu_ram_alloc_from_fd` / `qemu_anon_ram_alloc` when mmap fails: QEMU refuses to start.
 fn map_failed(object: &str, e: crate::host::HostError) -> ModelError {
-    ModelError::Backend { object: object.to_string(), message: format!("unable to map backing store for guest RAM: {}", e.errno) }
+    ModelError::Map { object: object.to_string(), errno: e.errno }
 }
 
 impl<H: HostMemory> Vm<H> {

@@ -506,3 +506,20 @@ fn plug_source(l: &Loaded, source: &mut Vm) -> Result<(), SimError> {
     }
     Ok(())
 }
+
+impl Built {
+    /// The destination's RAM blocks: (kind, block name, page size).
+    pub fn destination_blocks(&self) -> Vec<(vmemsim_model::BackendKind, String, vmemsim_model::Bytes)> {
+        let m = &self.destination.memory;
+        let mut v = Vec::new();
+        if let Some(main) = m.main.as_deref().and_then(|id| m.memdev(id)) {
+            v.push((main.kind, main.id.clone(), main.page_size));
+        }
+        for d in &self.destination.devices {
+            if let Some(md) = m.memdev(&d.memdev) {
+                v.push((md.kind, md.id.clone(), md.page_size));
+            }
+        }
+        v
+    }
+}

@@ -21,6 +21,8 @@ pub mod import;
 pub mod load;
 pub mod oracle;
 pub mod profile_campaign;
+pub mod profile_ch;
+pub mod profile_fc;
 pub mod profile_run;
 pub mod properties;
 pub mod real;

@@ -31,21 +31,6 @@ pub enum SeedRun {
     Ran { class: &'static str, verdict: &'static str, violations: Vec<&'static str> },
 }
 
-/// The kind of a refusal, from its fixed wording (`profile_run`).
-fn refusal_kind(why: &str) -> &'static str {
-    const KINDS: [(&str, &str); 8] = [
-        ("postcopy", "postcopy"),
-        ("cancel", "cancel and retry"),
-        ("has no counterpart", "memory kind"),
-        ("whole blocks", "block size"),
-        ("65535", "request size"),
-        ("TotalSize", "region size"),
-        ("Block", "block size"),
-        ("laid out", "memory layout"),
-    ];
-    KINDS.iter().find(|(k, _)| why.contains(k)).map_or("other", |(_, n)| n)
-}
-
 /// Generates, builds and runs `seed` on `vmm`.
 pub fn run_seed(seed: u64, vmm: Vmm) -> SeedRun {
     let l = loaded(generate(seed, Variant::Faithful));
@@ -54,7 +39,7 @@ pub fn run_seed(seed: u64, vmm: Vmm) -> SeedRun {
         Err(e) => return SeedRun::BuildError(e.to_string()),
     };
     match run_profile(&l, &b, vmm) {
-        Err(why) => SeedRun::NotExpressible(refusal_kind(&why)),
+        Err(why) => SeedRun::NotExpressible(why.kind.name()),
         Ok(r) => SeedRun::Ran { class: r.outcome.class().name(), verdict: r.verdict.name(), violations: r.violations.iter().map(|v| v.0).collect() },
     }
 }

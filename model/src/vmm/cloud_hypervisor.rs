@@ -75,8 +75,12 @@ impl CloudHypervisor {
         if !plug && host.discard(rb, offset, size).is_err() {
             return Response::Error;
         }
-        // The per-block DMA `map()` that follows the bitmap change (VFIO only) is not modelled.
+        // The per-block DMA `map()` / `unmap()` between the bitmap change and the size change
+        // (VFIO only) is not modelled: it is the one step whose failure leaves them apart.
         dev.set(run, plug);
+        // `config.plugged_size += size` / `-= size`: u64 arithmetic of a release build, which
+        // wraps (the bitmap check above keeps it from doing so while the two agree).
+        dev.plugged_size = Bytes(if plug { dev.plugged_size.0.wrapping_add(size.0) } else { dev.plugged_size.0.wrapping_sub(size.0) });
         Response::Ack
     }
 

@@ -54,7 +54,12 @@ impl Firecracker {
     /// unplug then discards, and a failed discard is only logged (`unplug_discard_fails`);
     /// `update_kvm_slots` follows (its ioctl failing is not modelled).
     fn update_range(dev: &mut MemState, offset: Bytes, len: Bytes, run: crate::plug_map::BlockRun, plug: bool, host: &mut dyn HostMemory, rb: RamBlockId) {
+        // `plugged_size` loses the run's plugged blocks before and gains them after the fill.
+        let before = dev.plug.count_in(run, true);
         dev.set(run, plug);
+        let after = dev.plug.count_in(run, true);
+        let bytes = |n: crate::units::BlockCount| n.bytes(dev.block_size).expect("inside the region");
+        dev.plugged_size = dev.plugged_size.checked_sub(bytes(before)).and_then(|s| s.checked_add(bytes(after))).expect("the run's blocks were counted in plugged_size");
         if !plug {
             // `GuestRegionMmapExt::discard_range` (vstate/memory.rs l.398): MADV_DONTNEED, or an
             // anonymous mapping over the range for a private file mapping.

@@ -53,9 +53,13 @@ impl MemState {
         }
     }
 
-    /// Sets the run's blocks and recounts `plugged_size` from the bitmap.
+    /// Sets the run's blocks in the bitmap; `plugged_size` is the profile's to keep.
     pub fn set(&mut self, run: BlockRun, plugged: bool) {
         self.plug.set(run, plugged);
+    }
+
+    /// `plugged_size` counted from the bitmap (a device restored from the scenario's state).
+    pub fn recount(&mut self) {
         self.plugged_size = self.plug.plugged_blocks().bytes(self.block_size).expect("the region's size fits in u64");
     }
 
